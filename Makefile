@@ -1,0 +1,15 @@
+# The two commands a new user runs: `make dev` and `make test`.
+.PHONY: dev test build setup
+
+dev:
+	bash scripts/dev.sh
+
+test:
+	bash scripts/test.sh
+
+build:
+	bash scripts/setup.sh
+	bash scripts/build.sh
+
+setup:
+	bash scripts/setup.sh --test

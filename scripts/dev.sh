@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Starts Tally locally: redis-server (data in .tally/redis, AOF every second),
+# the REST gateway in front of it, and the worker under `wrangler dev`.
+# Ctrl-C stops all three.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
+bash scripts/setup.sh
+[ -f .dev.vars ] || cp .dev.vars.example .dev.vars
+# shellcheck disable=SC1091
+set -a; . ./.dev.vars; set +a
+
+redis_port="${TALLY_REDIS_PORT:-6380}"
+gateway_addr="${UPSTASH_REDIS_REST_URL#http://}"
+worker_port="${TALLY_PORT:-8787}"
+
+cargo build --release -p tally-gateway
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  echo "tally: stopped"
+}
+trap stop INT TERM EXIT
+
+mkdir -p .tally/redis
+redis-server --bind 127.0.0.1 --port "$redis_port" --dir "$PWD/.tally/redis" \
+  --appendonly yes --appendfsync everysec --save '' --loglevel warning &
+pids+=($!)
+
+target/release/tally-gateway --listen "$gateway_addr" \
+  --redis-url "redis://127.0.0.1:$redis_port" --token "$UPSTASH_REDIS_REST_TOKEN" &
+pids+=($!)
+
+export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
+node_modules/.bin/wrangler dev --ip 127.0.0.1 --port "$worker_port" </dev/null &
+pids+=($!)
+
+echo "tally: redis on 127.0.0.1:$redis_port, gateway on http://$gateway_addr"
+echo "tally: open http://127.0.0.1:$worker_port once wrangler says Ready (Ctrl-C stops everything)"
+wait -n "${pids[@]}"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every check Tally has: formatting, clippy for the host and for wasm32,
+# the deployable bundle (with its size), and the unit and end-to-end tests
+# against a real redis-server, the gateway and the worker under wrangler dev.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
+step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; "$@"; }
+
+step bash scripts/setup.sh --test
+step cargo fmt --all -- --check
+step cargo clippy --workspace --all-targets --locked -- -D warnings
+step cargo clippy -p tally --target wasm32-unknown-unknown --all-targets --locked -- -D warnings
+# The exact bundle `wrangler deploy` would upload (its [build] runs scripts/build.sh).
+export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
+step node_modules/.bin/wrangler deploy --dry-run --outdir target/deploy
+step bash scripts/size.sh target/deploy/*.wasm
+step cargo test --workspace --locked

@@ -1,0 +1,354 @@
+//! Test support: real servers on free loopback ports, stopped when dropped.
+//!
+//! - [`Redis`]: a `redis-server` child process with its data in a temp folder;
+//! - [`Gateway`]: the project's REST gateway, served in-process on its own runtime;
+//! - [`Worker`]: the built wasm worker under `wrangler dev`;
+//! - [`Stack`]: all three wired together.
+//!
+//! Every child runs in its own process group, watched by a tiny shell loop that
+//! kills the group if the test process dies first, so no server outlives a run.
+
+#![allow(dead_code, missing_docs)]
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// The token tests use between the worker and the gateway.
+pub const GATEWAY_TOKEN: &str = "test-gateway-token";
+/// The JWT secret the test worker verifies tokens with.
+pub const JWT_SECRET: &str = "test-jwt-secret";
+/// The API key for the test worker's server-to-server routes.
+pub const API_KEY: &str = "test-api-key";
+
+/// The repository root (where `Cargo.toml`, `wrangler.toml` and `build/` live).
+pub fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// Waits until something accepts TCP connections on `port`.
+fn wait_for_port(port: u16, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// A child process in a process group of its own, killed with its group on drop.
+struct Group {
+    child: Child,
+}
+
+impl Group {
+    fn spawn(command: &mut Command) -> Group {
+        use std::os::unix::process::CommandExt;
+        let child = command
+            .process_group(0)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        // If this test process dies without dropping us, the watchdog kills the group.
+        let watchdog = format!(
+            "while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill -KILL -- -{group} 2>/dev/null",
+            parent = std::process::id(),
+            group = child.id(),
+        );
+        Command::new("sh")
+            .args(["-c", &watchdog])
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the watchdog");
+        Group { child }
+    }
+
+    fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([signal, "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    fn stop(&mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A real `redis-server` on a free loopback port, without persistence.
+pub struct Redis {
+    pub port: u16,
+    dir: TempDir,
+    process: Option<Group>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let mut redis = Redis {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            process: None,
+        };
+        redis.resume();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server, as a crash would.
+    pub fn stop(&mut self) {
+        self.process.take();
+    }
+
+    /// Starts the server again on the same port (empty: nothing is persisted).
+    pub fn resume(&mut self) {
+        let process = Group::spawn(
+            Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+                .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+                .arg("--dir")
+                .arg(self.dir.path())
+                .stdout(Stdio::null()),
+        );
+        assert!(
+            wait_for_port(self.port, Duration::from_secs(10)),
+            "redis-server did not start on port {}",
+            self.port
+        );
+        self.process = Some(process);
+    }
+
+    /// Runs one command with `redis-cli` and returns its raw output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+/// The project's REST gateway, served in-process on a runtime of its own.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    redis_url: String,
+    running: Option<(tokio::sync::oneshot::Sender<()>, thread::JoinHandle<()>)>,
+}
+
+impl Gateway {
+    pub fn start(redis_url: &str) -> Gateway {
+        let port = free_port();
+        let mut gateway = Gateway {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            redis_url: redis_url.to_owned(),
+            running: None,
+        };
+        gateway.resume();
+        gateway
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops serving at once, dropping open connections, as a crash would.
+    pub fn stop(&mut self) {
+        if let Some((stop, thread)) = self.running.take() {
+            let _ = stop.send(());
+            let _ = thread.join();
+        }
+    }
+
+    /// Serves again on the same address.
+    pub fn resume(&mut self) {
+        let listener = TcpListener::bind(self.addr).expect("bind the gateway's port");
+        listener.set_nonblocking(true).expect("nonblocking listener");
+        let config = tally_gateway::Config {
+            redis_url: self.redis_url.clone(),
+            token: GATEWAY_TOKEN.to_owned(),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("gateway runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                tokio::select! {
+                    served = tally_gateway::serve(listener, config, std::future::pending()) => {
+                        served.expect("gateway serves");
+                    }
+                    _ = stopped => {}
+                }
+            });
+            // Dropping the runtime cancels every open connection.
+            runtime.shutdown_background();
+        });
+        self.running = Some((stop, thread));
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The built wasm worker under `wrangler dev`, configured through a `.dev.vars`
+/// file of its own so that tests never read the developer's.
+pub struct Worker {
+    pub port: u16,
+    dir: TempDir,
+    process: Option<Group>,
+}
+
+impl Worker {
+    /// Starts `wrangler dev` on the bundle in `build/`, pointing at `gateway_url`.
+    /// `vars` add to or override the defaults (`NAME`, value).
+    pub fn start(gateway_url: &str, vars: &[(&str, &str)]) -> Worker {
+        let bundle = root().join("build/index.js");
+        assert!(
+            bundle.exists(),
+            "{} is missing: build the worker first (`make build`, or `make test` which does)",
+            bundle.display()
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        fs::write(dir.path().join("wrangler.toml"), wrangler_config(&bundle)).expect("write wrangler.toml");
+        let mut all: Vec<(String, String)> = [
+            ("UPSTASH_REDIS_REST_URL", gateway_url),
+            ("UPSTASH_REDIS_REST_TOKEN", GATEWAY_TOKEN),
+            ("TALLY_JWT_SECRET", JWT_SECRET),
+            ("TALLY_API_KEY", API_KEY),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (name, value) in vars {
+            all.retain(|(k, _)| k != name);
+            all.push((name.to_string(), value.to_string()));
+        }
+        let dev_vars: String = all.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+        fs::write(dir.path().join(".dev.vars"), dev_vars).expect("write .dev.vars");
+
+        let port = free_port();
+        let log = fs::File::create(dir.path().join("wrangler.log")).expect("log file");
+        let process = Group::spawn(
+            Command::new(root().join("node_modules/.bin/wrangler"))
+                .current_dir(dir.path())
+                .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--inspector-port", &free_port().to_string()])
+                .args(["--log-level", "warn"])
+                .env("WRANGLER_SEND_METRICS", "false")
+                .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+                .env("XDG_CONFIG_HOME", dir.path())
+                .stdout(log.try_clone().expect("log file"))
+                .stderr(log),
+        );
+        let worker = Worker {
+            port,
+            dir,
+            process: Some(process),
+        };
+        worker.wait_until_ready();
+        worker
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// What wrangler printed so far, for failure messages.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("wrangler.log")).unwrap_or_default()
+    }
+
+    fn wait_until_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while Instant::now() < deadline {
+            // Any HTTP answer means workerd has loaded the bundle.
+            if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
+                use std::io::{Read, Write};
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let request = "GET /__ready HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+                let mut answer = [0u8; 12];
+                if stream.write_all(request.as_bytes()).is_ok()
+                    && stream.read_exact(&mut answer).is_ok()
+                    && answer.starts_with(b"HTTP/1.1")
+                {
+                    return;
+                }
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+        panic!("wrangler dev did not become ready:\n{}", self.log());
+    }
+}
+
+fn wrangler_config(bundle: &Path) -> String {
+    // The compatibility date is the deployed one, read from the real config.
+    let real = fs::read_to_string(root().join("wrangler.toml")).expect("read wrangler.toml");
+    let date = real
+        .lines()
+        .find(|l| l.starts_with("compatibility_date"))
+        .expect("wrangler.toml sets compatibility_date");
+    format!("name = \"tally-test\"\nmain = \"{}\"\n{date}\n", bundle.display())
+}
+
+/// Redis, the gateway and the worker, wired together.
+pub struct Stack {
+    pub worker: Worker,
+    pub gateway: Gateway,
+    pub redis: Redis,
+}
+
+impl Stack {
+    pub fn start() -> Stack {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(vars: &[(&str, &str)]) -> Stack {
+        let redis = Redis::start();
+        let gateway = Gateway::start(&redis.url());
+        let worker = Worker::start(&gateway.url(), vars);
+        Stack {
+            worker,
+            gateway,
+            redis,
+        }
+    }
+}
+
+/// Where tests may leave files worth keeping (screenshots and the like).
+pub fn artifacts() -> PathBuf {
+    let dir = root().join("tests/artifacts");
+    fs::create_dir_all(&dir).expect("create tests/artifacts");
+    dir
+}
