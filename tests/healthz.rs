@@ -23,7 +23,11 @@ async fn healthz_is_ok_while_redis_answers_and_503_within_5s_once_it_stops() {
     stack.redis.stop();
     let started = Instant::now();
     let down = http.get(&url).send().await.expect("healthz answers");
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
     assert_eq!(down.status(), 503);
     assert_eq!(down.headers()["content-type"], "application/json");
     assert!(down.headers().contains_key("retry-after"));

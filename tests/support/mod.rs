@@ -8,7 +8,8 @@
 //! Every child runs in its own process group, watched by a tiny shell loop that
 //! kills the group if the test process dies first, so no server outlives a run.
 
-#![allow(dead_code, missing_docs)]
+// Test support panics loudly on setup failures: that is how a test should fail.
+#![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -62,12 +63,14 @@ impl Group {
             .stdin(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
-        // If this test process dies without dropping us, the watchdog kills the group.
+        // If this test process dies without dropping us, the watchdog kills the
+        // group. It is detached on purpose: it must outlive this process.
         let watchdog = format!(
             "while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill -KILL -- -{group} 2>/dev/null",
             parent = std::process::id(),
             group = child.id(),
         );
+        #[allow(clippy::zombie_processes)]
         Command::new("sh")
             .args(["-c", &watchdog])
             .process_group(0)
@@ -188,7 +191,9 @@ impl Gateway {
     /// Serves again on the same address.
     pub fn resume(&mut self) {
         let listener = TcpListener::bind(self.addr).expect("bind the gateway's port");
-        listener.set_nonblocking(true).expect("nonblocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
         let config = tally_gateway::Config {
             redis_url: self.redis_url.clone(),
             token: GATEWAY_TOKEN.to_owned(),
@@ -241,7 +246,8 @@ impl Worker {
             bundle.display()
         );
         let dir = tempfile::tempdir().expect("temp dir");
-        fs::write(dir.path().join("wrangler.toml"), wrangler_config(&bundle)).expect("write wrangler.toml");
+        fs::write(dir.path().join("wrangler.toml"), wrangler_config(&bundle))
+            .expect("write wrangler.toml");
         let mut all: Vec<(String, String)> = [
             ("UPSTASH_REDIS_REST_URL", gateway_url),
             ("UPSTASH_REDIS_REST_TOKEN", GATEWAY_TOKEN),
@@ -297,7 +303,8 @@ impl Worker {
             if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) {
                 use std::io::{Read, Write};
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let request = "GET /__ready HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+                let request =
+                    "GET /__ready HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
                 let mut answer = [0u8; 12];
                 if stream.write_all(request.as_bytes()).is_ok()
                     && stream.read_exact(&mut answer).is_ok()
@@ -319,7 +326,10 @@ fn wrangler_config(bundle: &Path) -> String {
         .lines()
         .find(|l| l.starts_with("compatibility_date"))
         .expect("wrangler.toml sets compatibility_date");
-    format!("name = \"tally-test\"\nmain = \"{}\"\n{date}\n", bundle.display())
+    format!(
+        "name = \"tally-test\"\nmain = \"{}\"\n{date}\n",
+        bundle.display()
+    )
 }
 
 /// Redis, the gateway and the worker, wired together.
