@@ -3,10 +3,18 @@
 //! The crate is split along one boundary you can see in the tree:
 //!
 //! - pure modules, which know nothing of `worker` and build and test natively:
+//!   - [`item`]: item ids and custom counter names, validated;
+//!   - [`keys`]: every Redis key name, under one prefix;
+//!   - [`scripts`]: the Lua scripts and their SHA1s;
 //!   - [`rest`]: the Upstash REST protocol client (`reqwest`, the same code in wasm);
+//!   - [`engine`]: the counting engine — likes, views, counters, reads — over [`rest`];
 //! - [`edge`] (wasm32 only): the HTTP edge — entry point, router, handlers, config.
 
+pub mod engine;
+pub mod item;
+pub mod keys;
 pub mod rest;
+pub mod scripts;
 
 #[cfg(target_arch = "wasm32")]
 mod edge;

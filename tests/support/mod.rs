@@ -194,10 +194,7 @@ impl Gateway {
         listener
             .set_nonblocking(true)
             .expect("nonblocking listener");
-        let config = tally_gateway::Config {
-            redis_url: self.redis_url.clone(),
-            token: GATEWAY_TOKEN.to_owned(),
-        };
+        let config = tally_gateway::Config::new(self.redis_url.clone(), GATEWAY_TOKEN);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()

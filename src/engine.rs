@@ -1,0 +1,740 @@
+//! The counting engine: likes, views, custom counters and reads, each one
+//! Redis REST round trip (a script, a pipeline or one command).
+//!
+//! It knows nothing of HTTP or `worker`; the edge turns its answers into
+//! responses. Time always comes in as an argument (`now`, unix seconds) and
+//! goes to Redis in `ARGV`, so tests drive the clock.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use crate::item::{CounterName, ItemId};
+use crate::keys::{Keys, RATE_WINDOW_SECONDS};
+use crate::rest::{RestClient, RestError};
+use crate::scripts::{self, Script};
+
+pub use crate::keys::{Bucket, Window};
+
+/// How long an `Idempotency-Key` remembers its first answer, in seconds (24 h).
+pub const IDEMPOTENCY_TTL_SECONDS: i64 = 86_400;
+/// How long a day's HyperLogLog of viewers lives after the day starts (2 days).
+pub const VIEWERS_TTL_SECONDS: i64 = 2 * 86_400;
+/// The most points one series read returns.
+pub const MAX_SERIES_POINTS: i64 = 1_440;
+/// The most items one batch read takes.
+pub const MAX_BATCH_ITEMS: usize = 100;
+/// The most items one trending read returns.
+pub const MAX_TRENDING: usize = 100;
+/// Significant digits float counters are read back with (see [`CounterValue`]).
+pub const FLOAT_DIGITS: usize = 15;
+
+/// Where the identities that like an item are kept (`LIKES_STORE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LikesStore {
+    /// A Set of identities (`LIKES_STORE=set`, the default).
+    Set,
+    /// A Bitmap for canonical decimal user ids below `max_id` (`BITMAP_MAX_ID`);
+    /// every other identity still goes to the Set. The count stays exact.
+    Bitmap {
+        /// Ids at or above this use the Set, bounding the bitmap at `max_id / 8` bytes.
+        max_id: u64,
+    },
+}
+
+/// What the engine is configured with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Prefix of every key (`KEY_PREFIX`).
+    pub prefix: String,
+    /// A viewer counts once per item within this many seconds (`VIEW_DEDUPE_SECONDS`; at least 1).
+    pub view_dedupe_seconds: u64,
+    /// Writes allowed per limiter per one-minute window (`RATE_LIMIT_PER_MINUTE`).
+    pub rate_limit_per_minute: u64,
+    /// Where likes are kept (`LIKES_STORE`, `BITMAP_MAX_ID`).
+    pub likes_store: LikesStore,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            prefix: "tally".to_owned(),
+            view_dedupe_seconds: 1_800,
+            rate_limit_per_minute: 120,
+            likes_store: LikesStore::Set,
+        }
+    }
+}
+
+/// A rate limit's state after a request, for the `RateLimit` header fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateStatus {
+    /// Writes allowed per window.
+    pub limit: u64,
+    /// Writes left in the current window.
+    pub remaining: u64,
+    /// Seconds until the current window ends.
+    pub reset_seconds: u64,
+}
+
+/// The answer to a rate-limited write.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limited<T> {
+    /// The limit's state after this request.
+    pub rate: RateStatus,
+    /// The write's outcome, or `None` when over the limit: then NOTHING was written.
+    pub outcome: Option<T>,
+}
+
+/// The answer to a like or an unlike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LikeOutcome {
+    /// Identities that like the item now.
+    pub likes: u64,
+    /// Whether the caller likes it now.
+    pub liked: bool,
+    /// False when the state already was as asked.
+    pub changed: bool,
+}
+
+/// The answer to a view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewOutcome {
+    /// Handled now; `counted` is false for a repeat within the dedupe window or a bot.
+    Recorded {
+        /// The item's views now.
+        views: u64,
+        /// Whether this view was counted.
+        counted: bool,
+    },
+    /// Same `Idempotency-Key` and fingerprint as an earlier request: its answer; nothing counted.
+    Replayed {
+        /// The views the first request answered.
+        views: u64,
+        /// Whether the first request was counted.
+        counted: bool,
+    },
+    /// The `Idempotency-Key` was used with another request (answer 409); nothing written.
+    Conflict,
+}
+
+/// An `Idempotency-Key` and the fingerprint of the request that carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    /// The header's value (1–255 printable ASCII, checked by the edge).
+    pub key: String,
+    /// A hash of method, path and viewer, computed by the edge.
+    pub fingerprint: String,
+}
+
+/// How much to add to a custom counter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Amount {
+    /// An integer (`HINCRBY`).
+    Int(i64),
+    /// A float (`HINCRBYFLOAT`); must be finite.
+    Float(f64),
+}
+
+/// A custom counter's value.
+///
+/// Redis keeps counters as text. A counter whose text is an integer is `Int`;
+/// any other is `Float`, parsed to `f64` and rounded to [`FLOAT_DIGITS`]
+/// significant digits: Redis adds in `long double` and prints 17 digits, so
+/// 15 digits hide the binary noise (0.1 added ten times reads `1`) while
+/// keeping every digit an `f64` carries exactly.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CounterValue {
+    /// An integer counter.
+    Int(i64),
+    /// A fractional counter.
+    Float(f64),
+}
+
+/// Everything a client shows about one item.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemSnapshot {
+    /// The item id.
+    pub item: String,
+    /// Identities that like it.
+    pub likes: u64,
+    /// Counted views.
+    pub views: u64,
+    /// Distinct viewers today (UTC), estimated by a HyperLogLog (~0.81% error).
+    pub unique_viewers_today: u64,
+    /// Custom counters by name.
+    pub counters: BTreeMap<String, CounterValue>,
+    /// Whether the identity asking likes it; `None` without an identity.
+    pub liked: Option<bool>,
+}
+
+/// One bucket of a views series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Point {
+    /// The bucket's start, unix seconds.
+    pub t: i64,
+    /// Views counted in it.
+    pub views: u64,
+}
+
+/// One entry of a trending list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trend {
+    /// The item id.
+    pub item: String,
+    /// Views counted in the window.
+    pub views: u64,
+}
+
+/// A request the engine refuses before sending anything.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRequest {
+    /// A series ends before it starts.
+    #[error("`from` must not be after `to`")]
+    SeriesBackwards,
+    /// A series spans more than 1440 buckets.
+    #[error("a series has at most 1440 points: narrow the range or use a larger bucket")]
+    SeriesTooLong,
+    /// A batch read of no items or more than 100.
+    #[error("ids takes 1-100 item ids")]
+    BatchSize,
+    /// A trending limit of 0 or over 100.
+    #[error("limit must be 1-100")]
+    TrendingLimit,
+    /// A float amount that is NaN or infinite.
+    #[error("by must be a finite number")]
+    NotFinite,
+    /// The counter would overflow (integer) or become infinite (float).
+    #[error("the counter would overflow")]
+    CounterOverflow,
+}
+
+/// Why an engine call failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EngineError {
+    /// Redis REST was unreachable, slow or failing (the edge answers 503).
+    #[error("counter store: {0}")]
+    Backend(#[from] RestError),
+    /// The request is invalid; the message is for the client (the edge answers 400).
+    #[error("{0}")]
+    Invalid(#[from] InvalidRequest),
+    /// A script or command answered in a shape the engine does not know.
+    #[error("unexpected answer from the counter store: {0}")]
+    Unexpected(String),
+}
+
+/// A script call as the engine would make it: for pipelining and benchmarks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// The script.
+    pub script: &'static Script,
+    /// Its `KEYS`.
+    pub keys: Vec<String>,
+    /// Its `ARGV`.
+    pub args: Vec<String>,
+}
+
+impl Call {
+    /// The `EVALSHA` command that runs this call.
+    pub fn evalsha(&self) -> Vec<String> {
+        let mut command = vec![
+            "EVALSHA".to_owned(),
+            self.script.sha1().to_owned(),
+            self.keys.len().to_string(),
+        ];
+        command.extend(self.keys.iter().cloned());
+        command.extend(self.args.iter().cloned());
+        command
+    }
+}
+
+/// Likes, views, counters and reads over one Redis REST endpoint.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    rest: RestClient,
+    settings: Settings,
+    keys: Keys,
+}
+
+impl Engine {
+    /// An engine over `rest`, configured by `settings`.
+    pub fn new(rest: RestClient, settings: Settings) -> Engine {
+        let keys = Keys::new(settings.prefix.clone());
+        Engine {
+            rest,
+            settings,
+            keys,
+        }
+    }
+
+    /// The REST client (for health checks and metrics).
+    pub fn rest(&self) -> &RestClient {
+        &self.rest
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The key builder in force.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// One `PING` round trip.
+    pub async fn ping(&self) -> Result<(), EngineError> {
+        self.rest.command(&["PING"]).await?;
+        Ok(())
+    }
+
+    /// `who` likes `item`, as one atomic script with `limiter`'s rate limit.
+    pub async fn like(
+        &self,
+        item: &ItemId,
+        who: &str,
+        limiter: &str,
+        now: i64,
+    ) -> Result<Limited<LikeOutcome>, EngineError> {
+        self.run_like(self.like_call(item, who, limiter, now, true))
+            .await
+    }
+
+    /// `who` no longer likes `item`, as one atomic script with `limiter`'s rate limit.
+    pub async fn unlike(
+        &self,
+        item: &ItemId,
+        who: &str,
+        limiter: &str,
+        now: i64,
+    ) -> Result<Limited<LikeOutcome>, EngineError> {
+        self.run_like(self.like_call(item, who, limiter, now, false))
+            .await
+    }
+
+    /// The script call [`Engine::like`] (or, with `like = false`, [`Engine::unlike`]) makes.
+    pub fn like_call(&self, item: &ItemId, who: &str, limiter: &str, now: i64, like: bool) -> Call {
+        let (script, store, member) = match self.bitmap_offset(who) {
+            Some(offset) => (
+                &scripts::LIKE_BITMAP,
+                self.keys.liker_bits(item),
+                offset.to_string(),
+            ),
+            None => (&scripts::LIKE, self.keys.likers(item), who.to_owned()),
+        };
+        let mut args = self.rate_args(now);
+        args.push(member);
+        args.push(if like { "1" } else { "0" }.to_owned());
+        Call {
+            script,
+            keys: vec![self.rate_key(limiter, now), self.keys.stats(item), store],
+            args,
+        }
+    }
+
+    async fn run_like(&self, call: Call) -> Result<Limited<LikeOutcome>, EngineError> {
+        let answer = self.rest.eval(call.script, &call.keys, &call.args).await?;
+        let fields = integers(&answer, 6)?;
+        let rate = self.rate_status(fields[1], fields[2]);
+        let outcome = (fields[0] == 1).then(|| LikeOutcome {
+            likes: non_negative(fields[3]),
+            liked: fields[4] == 1,
+            changed: fields[5] == 1,
+        });
+        Ok(Limited { rate, outcome })
+    }
+
+    /// Records a view of `item` by `viewer`, as one atomic script with
+    /// `limiter`'s rate limit. A replay or conflict of `idempotency` uses no
+    /// rate-limit slot (it writes nothing); a view that is not `countable` (a
+    /// bot) uses one and answers the current count.
+    pub async fn view(
+        &self,
+        item: &ItemId,
+        viewer: &str,
+        limiter: &str,
+        now: i64,
+        idempotency: Option<&Idempotency>,
+        countable: bool,
+    ) -> Result<Limited<ViewOutcome>, EngineError> {
+        let day = Bucket::Day.start(now);
+        let mut keys = vec![
+            self.rate_key(limiter, now),
+            self.keys.stats(item),
+            self.keys.seen(item, viewer),
+        ];
+        let mut args = self.rate_args(now);
+        args.push(viewer.to_owned());
+        args.push(self.settings.view_dedupe_seconds.max(1).to_string());
+        args.push(if countable { "1" } else { "0" }.to_owned());
+        for bucket in Bucket::ALL {
+            let start = bucket.start(now);
+            keys.push(self.keys.views_bucket(item, bucket, start));
+            args.push((start + bucket.ttl_seconds()).to_string());
+        }
+        keys.push(self.keys.viewers(item, day));
+        args.push((day + VIEWERS_TTL_SECONDS).to_string());
+        if let Some(idempotency) = idempotency {
+            keys.push(self.keys.idempotency(item, &idempotency.key));
+            args.push(idempotency.fingerprint.clone());
+            args.push(IDEMPOTENCY_TTL_SECONDS.to_string());
+        }
+
+        let answer = self.rest.eval(&scripts::VIEW, &keys, &args).await?;
+        let fields = integers(&answer, 5)?;
+        let rate = self.rate_status(fields[1], fields[2]);
+        let views = non_negative(fields[3]);
+        let counted = fields[4] == 1;
+        let outcome = match fields[0] {
+            0 => None,
+            1 => Some(ViewOutcome::Recorded { views, counted }),
+            2 => Some(ViewOutcome::Replayed { views, counted }),
+            3 => Some(ViewOutcome::Conflict),
+            other => return Err(EngineError::Unexpected(format!("view status {other}"))),
+        };
+        Ok(Limited { rate, outcome })
+    }
+
+    /// Adds `by` to the custom counter `name` of `item` and returns its value.
+    /// An integer added to a counter that holds a fraction is added as a float.
+    pub async fn add_to_counter(
+        &self,
+        item: &ItemId,
+        name: &CounterName,
+        by: Amount,
+    ) -> Result<CounterValue, EngineError> {
+        let (kind, amount) = match by {
+            Amount::Int(n) => ("int", n.to_string()),
+            Amount::Float(f) if f.is_finite() => ("float", f.to_string()),
+            Amount::Float(_) => return Err(InvalidRequest::NotFinite.into()),
+        };
+        let keys = [self.keys.counters(item)];
+        let args = [
+            "0".to_owned(),
+            Keys::counter_field(name),
+            kind.to_owned(),
+            amount,
+        ];
+        let answer = match self.rest.eval(&scripts::COUNTER, &keys, &args).await {
+            Err(RestError::Redis(message))
+                if message.contains("overflow") || message.contains("NaN or Infinity") =>
+            {
+                return Err(InvalidRequest::CounterOverflow.into());
+            }
+            other => other?,
+        };
+        match answer.as_array().map(Vec::as_slice) {
+            Some([Value::String(kind), value]) if kind == "int" => as_i64(value)
+                .map(CounterValue::Int)
+                .ok_or_else(|| unexpected("counter", &answer)),
+            Some([Value::String(kind), Value::String(text)]) if kind == "float" => {
+                counter_value(text).ok_or_else(|| unexpected("counter", &answer))
+            }
+            _ => Err(unexpected("counter", &answer)),
+        }
+    }
+
+    /// One item's snapshot, in one round trip; `liked` is answered for `who`.
+    pub async fn read(
+        &self,
+        item: &ItemId,
+        who: Option<&str>,
+        now: i64,
+    ) -> Result<ItemSnapshot, EngineError> {
+        let (keys, args) = self.read_call(item, who, now);
+        let answer = self.rest.eval(&scripts::READ, &keys, &args).await?;
+        snapshot(item, &answer)
+    }
+
+    /// Up to 100 items' snapshots in one pipeline, in the order asked.
+    pub async fn read_many(
+        &self,
+        items: &[ItemId],
+        who: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<ItemSnapshot>, EngineError> {
+        if items.is_empty() || items.len() > MAX_BATCH_ITEMS {
+            return Err(InvalidRequest::BatchSize.into());
+        }
+        let calls: Vec<_> = items
+            .iter()
+            .map(|item| self.read_call(item, who, now))
+            .collect();
+        let answers = self
+            .rest
+            .eval_read_only_batch(&scripts::READ, &calls)
+            .await?;
+        items
+            .iter()
+            .zip(answers)
+            .map(|(item, answer)| snapshot(item, &answer?))
+            .collect()
+    }
+
+    fn read_call(&self, item: &ItemId, who: Option<&str>, now: i64) -> (Vec<String>, Vec<String>) {
+        let keys = vec![
+            self.keys.stats(item),
+            self.keys.counters(item),
+            self.keys.viewers(item, Bucket::Day.start(now)),
+            self.keys.likers(item),
+            self.keys.liker_bits(item),
+        ];
+        let offset = who
+            .and_then(|w| self.bitmap_offset(w))
+            .map(|o| o.to_string());
+        let args = vec![
+            now.to_string(),
+            who.unwrap_or("").to_owned(),
+            offset.unwrap_or_default(),
+        ];
+        (keys, args)
+    }
+
+    /// Views per `bucket` for every bucket from the one holding `from` to the
+    /// one holding `to` (0 where none), as one `MGET`; at most 1440 points.
+    pub async fn series(
+        &self,
+        item: &ItemId,
+        bucket: Bucket,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Point>, EngineError> {
+        if from > to {
+            return Err(InvalidRequest::SeriesBackwards.into());
+        }
+        let (first, last) = (bucket.start(from), bucket.start(to));
+        let count = (last - first) / bucket.seconds() + 1;
+        if count > MAX_SERIES_POINTS {
+            return Err(InvalidRequest::SeriesTooLong.into());
+        }
+        let starts: Vec<i64> = (0..count).map(|i| first + i * bucket.seconds()).collect();
+        let mut command = vec!["MGET".to_owned()];
+        command.extend(
+            starts
+                .iter()
+                .map(|&t| self.keys.views_bucket(item, bucket, t)),
+        );
+        let answer = self.rest.command(&command).await?;
+        let values = answer
+            .as_array()
+            .filter(|values| values.len() == starts.len())
+            .ok_or_else(|| unexpected("series", &answer))?;
+        starts
+            .iter()
+            .zip(values)
+            .map(|(&t, value)| {
+                let views = match value {
+                    Value::Null => 0,
+                    other => as_i64(other).ok_or_else(|| unexpected("series", other))?,
+                };
+                Ok(Point {
+                    t,
+                    views: non_negative(views),
+                })
+            })
+            .collect()
+    }
+
+    /// One hit on `limiter`'s rate limit alone (`POST /v1/visitors`).
+    pub async fn admit(&self, limiter: &str, now: i64) -> Result<Limited<()>, EngineError> {
+        let keys = [self.rate_key(limiter, now)];
+        let answer = self
+            .rest
+            .eval(&scripts::RATE_LIMIT, &keys, &self.rate_args(now))
+            .await?;
+        let fields = integers(&answer, 3)?;
+        Ok(Limited {
+            rate: self.rate_status(fields[1], fields[2]),
+            outcome: (fields[0] == 1).then_some(()),
+        })
+    }
+
+    /// Counts one view of `item` in the current hour's and day's trending sets.
+    /// Derived data: called after the response, for counted views only.
+    pub async fn record_trending(&self, item: &ItemId, now: i64) -> Result<(), EngineError> {
+        let keys: Vec<String> = Window::ALL
+            .iter()
+            .map(|&w| self.keys.trending(w, w.bucket().start(now)))
+            .collect();
+        let mut args = vec![now.to_string(), item.as_str().to_owned()];
+        args.extend(
+            Window::ALL
+                .iter()
+                .map(|&w| (w.bucket().start(now) + w.ttl_seconds()).to_string()),
+        );
+        self.rest.eval(&scripts::TRENDING, &keys, &args).await?;
+        Ok(())
+    }
+
+    /// The `limit` (1–100) most viewed items of the current hour or UTC day,
+    /// most viewed first (ties by item id, descending).
+    pub async fn trending(
+        &self,
+        window: Window,
+        limit: usize,
+        now: i64,
+    ) -> Result<Vec<Trend>, EngineError> {
+        if limit == 0 || limit > MAX_TRENDING {
+            return Err(InvalidRequest::TrendingLimit.into());
+        }
+        let key = self.keys.trending(window, window.bucket().start(now));
+        let stop = (limit - 1).to_string();
+        let answer = self
+            .rest
+            .command(&["ZREVRANGE", key.as_str(), "0", stop.as_str(), "WITHSCORES"])
+            .await?;
+        let flat = answer
+            .as_array()
+            .ok_or_else(|| unexpected("trending", &answer))?;
+        flat.chunks(2)
+            .map(|pair| match pair {
+                [Value::String(item), score] => Ok(Trend {
+                    item: item.clone(),
+                    views: as_f64(score)
+                        .map(|s| s.max(0.0) as u64)
+                        .ok_or_else(|| unexpected("trending", score))?,
+                }),
+                _ => Err(unexpected("trending", &answer)),
+            })
+            .collect()
+    }
+
+    /// The Bitmap offset for `who`, when bitmap mode is on and `who` is a
+    /// canonical decimal id below the maximum ("042" is not 42: it is another identity).
+    fn bitmap_offset(&self, who: &str) -> Option<u64> {
+        let LikesStore::Bitmap { max_id } = self.settings.likes_store else {
+            return None;
+        };
+        let id: u64 = who.parse().ok()?;
+        (id < max_id && id.to_string() == who).then_some(id)
+    }
+
+    fn rate_key(&self, limiter: &str, now: i64) -> String {
+        self.keys.rate(
+            limiter,
+            now.div_euclid(RATE_WINDOW_SECONDS) * RATE_WINDOW_SECONDS,
+        )
+    }
+
+    fn rate_args(&self, now: i64) -> Vec<String> {
+        vec![
+            now.to_string(),
+            self.settings.rate_limit_per_minute.to_string(),
+            RATE_WINDOW_SECONDS.to_string(),
+        ]
+    }
+
+    fn rate_status(&self, count: i64, reset: i64) -> RateStatus {
+        let limit = self.settings.rate_limit_per_minute;
+        RateStatus {
+            limit,
+            remaining: limit.saturating_sub(non_negative(count)),
+            reset_seconds: non_negative(reset),
+        }
+    }
+}
+
+fn snapshot(item: &ItemId, answer: &Value) -> Result<ItemSnapshot, EngineError> {
+    let Some([likes, views, unique, counters, liked]) = answer.as_array().map(Vec::as_slice) else {
+        return Err(unexpected("read", answer));
+    };
+    let int = |v: &Value| as_i64(v).ok_or_else(|| unexpected("read", answer));
+    let flat = counters
+        .as_array()
+        .ok_or_else(|| unexpected("read", answer))?;
+    let mut map = BTreeMap::new();
+    for pair in flat.chunks(2) {
+        let [Value::String(name), Value::String(text)] = pair else {
+            return Err(unexpected("read", answer));
+        };
+        let value = counter_value(text).ok_or_else(|| unexpected("read", answer))?;
+        map.insert(name.clone(), value);
+    }
+    Ok(ItemSnapshot {
+        item: item.as_str().to_owned(),
+        likes: non_negative(int(likes)?),
+        views: non_negative(int(views)?),
+        unique_viewers_today: non_negative(int(unique)?),
+        counters: map,
+        liked: match int(liked)? {
+            -1 => None,
+            flag => Some(flag == 1),
+        },
+    })
+}
+
+/// A counter's text as Redis keeps it: an integer, or a float rounded to
+/// [`FLOAT_DIGITS`] significant digits.
+fn counter_value(text: &str) -> Option<CounterValue> {
+    if let Ok(n) = text.parse::<i64>() {
+        return Some(CounterValue::Int(n));
+    }
+    let f: f64 = text.parse().ok().filter(|f: &f64| f.is_finite())?;
+    let rounded: f64 = format!("{:.*e}", FLOAT_DIGITS - 1, f).parse().ok()?;
+    Some(CounterValue::Float(rounded))
+}
+
+fn integers(answer: &Value, len: usize) -> Result<Vec<i64>, EngineError> {
+    answer
+        .as_array()
+        .filter(|a| a.len() == len)
+        .and_then(|a| a.iter().map(as_i64).collect::<Option<Vec<_>>>())
+        .ok_or_else(|| unexpected("script", answer))
+}
+
+fn as_i64(value: &Value) -> Option<i64> {
+    match value {
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_f64(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn non_negative(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn unexpected(what: &str, value: &Value) -> EngineError {
+    let mut shown = value.to_string();
+    shown.truncate(200);
+    EngineError::Unexpected(format!("{what}: {shown}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_counters_read_back_to_fifteen_digits() {
+        assert_eq!(counter_value("1"), Some(CounterValue::Int(1)));
+        assert_eq!(
+            counter_value("0.99999999999999999"),
+            Some(CounterValue::Float(1.0))
+        );
+        assert_eq!(counter_value("17.25"), Some(CounterValue::Float(17.25)));
+        assert_eq!(counter_value("nope"), None);
+    }
+
+    #[test]
+    fn only_canonical_ids_below_the_maximum_use_the_bitmap() {
+        let rest = RestClient::new("http://127.0.0.1:9", "t", std::time::Duration::from_secs(1));
+        let settings = Settings {
+            likes_store: LikesStore::Bitmap { max_id: 1000 },
+            ..Settings::default()
+        };
+        let engine = Engine::new(rest, settings);
+        assert_eq!(engine.bitmap_offset("42"), Some(42));
+        assert_eq!(engine.bitmap_offset("0"), Some(0));
+        for other in ["042", "+42", "1000", "-1", "anon:42", ""] {
+            assert_eq!(engine.bitmap_offset(other), None, "{other:?}");
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Every Redis key Tally uses is built here, and nowhere else.
+//!
+//! An item's keys share the hash tag `{<item>}`: `tally:{blog/x}:stats`. Item ids
+//! cannot contain `{` or `}` ([`crate::item`]), so the tag is always the whole id.
+//! Rate-limit and trending keys are outside any item's tag; a write script takes
+//! the writer's rate-limit key next to the item's keys, which needs a single-shard
+//! Redis (Upstash, one `redis-server`), as the README says.
+
+use crate::item::{CounterName, ItemId};
+
+/// A time-series bucket of views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Bucket {
+    /// One minute; kept 48 hours.
+    Minute,
+    /// One hour; kept 35 days.
+    Hour,
+    /// One UTC day; kept 400 days.
+    Day,
+}
+
+impl Bucket {
+    /// Every bucket kind, finest first.
+    pub const ALL: [Bucket; 3] = [Bucket::Minute, Bucket::Hour, Bucket::Day];
+
+    /// The bucket's width in seconds.
+    pub fn seconds(self) -> i64 {
+        match self {
+            Bucket::Minute => 60,
+            Bucket::Hour => 3_600,
+            Bucket::Day => 86_400,
+        }
+    }
+
+    /// How long a bucket lives after it starts, in seconds (48 h / 35 d / 400 d).
+    pub fn ttl_seconds(self) -> i64 {
+        match self {
+            Bucket::Minute => 48 * 3_600,
+            Bucket::Hour => 35 * 86_400,
+            Bucket::Day => 400 * 86_400,
+        }
+    }
+
+    /// The start (unix seconds) of the bucket holding `t`.
+    pub fn start(self, t: i64) -> i64 {
+        t.div_euclid(self.seconds()) * self.seconds()
+    }
+
+    /// The lowercase name used in keys and in the API (`minute`, `hour`, `day`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bucket::Minute => "minute",
+            Bucket::Hour => "hour",
+            Bucket::Day => "day",
+        }
+    }
+}
+
+/// A trending window: the current clock hour or UTC day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Window {
+    /// The current clock hour.
+    Hour,
+    /// The current UTC day.
+    Day,
+}
+
+impl Window {
+    /// Both windows.
+    pub const ALL: [Window; 2] = [Window::Hour, Window::Day];
+
+    /// The window's bucket (same width and alignment).
+    pub fn bucket(self) -> Bucket {
+        match self {
+            Window::Hour => Bucket::Hour,
+            Window::Day => Bucket::Day,
+        }
+    }
+
+    /// How long a trending set lives after its window starts: two windows, so the
+    /// previous one can still be read just after a boundary.
+    pub fn ttl_seconds(self) -> i64 {
+        2 * self.bucket().seconds()
+    }
+
+    /// The lowercase name used in keys and in the API (`hour`, `day`).
+    pub fn as_str(self) -> &'static str {
+        self.bucket().as_str()
+    }
+}
+
+/// The width of a rate-limit window, in seconds (the limit is per minute).
+pub const RATE_WINDOW_SECONDS: i64 = 60;
+
+/// Builds key names under one configurable prefix (`KEY_PREFIX`, default `tally`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Keys under `prefix`.
+    pub fn new(prefix: impl Into<String>) -> Keys {
+        Keys {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// The prefix every key starts with.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn item(&self, item: &ItemId, rest: &str) -> String {
+        format!("{}:{{{}}}:{rest}", self.prefix, item.as_str())
+    }
+
+    /// Hash with the fields `likes` and `views`: the item's exact counts.
+    pub fn stats(&self, item: &ItemId) -> String {
+        self.item(item, "stats")
+    }
+
+    /// Hash of custom counters, one field per counter name.
+    pub fn counters(&self, item: &ItemId) -> String {
+        self.item(item, "counters")
+    }
+
+    /// The hash field of one custom counter (its name, as is).
+    pub fn counter_field(name: &CounterName) -> String {
+        name.as_str().to_owned()
+    }
+
+    /// Set of the identities that like the item.
+    pub fn likers(&self, item: &ItemId) -> String {
+        self.item(item, "likers")
+    }
+
+    /// Bitmap of the integer user ids that like the item (bitmap mode only).
+    pub fn liker_bits(&self, item: &ItemId) -> String {
+        self.item(item, "likers:bits")
+    }
+
+    /// The dedupe marker of one viewer: the time of the viewer's last counted view.
+    pub fn seen(&self, item: &ItemId, viewer: &str) -> String {
+        self.item(item, &format!("seen:{viewer}"))
+    }
+
+    /// The stored first answer to a view request with this `Idempotency-Key`.
+    pub fn idempotency(&self, item: &ItemId, key: &str) -> String {
+        self.item(item, &format!("idem:{key}"))
+    }
+
+    /// The view counter of the bucket starting at `start` (unix seconds).
+    pub fn views_bucket(&self, item: &ItemId, bucket: Bucket, start: i64) -> String {
+        self.item(item, &format!("views:{}:{start}", bucket.as_str()))
+    }
+
+    /// The HyperLogLog of the item's viewers on the UTC day starting at `day_start`.
+    pub fn viewers(&self, item: &ItemId, day_start: i64) -> String {
+        self.item(item, &format!("viewers:{day_start}"))
+    }
+
+    /// The rate-limit counter of `limiter` for the window starting at `window_start`.
+    pub fn rate(&self, limiter: &str, window_start: i64) -> String {
+        format!("{}:rl:{{{limiter}}}:{window_start}", self.prefix)
+    }
+
+    /// The sorted set of view counts per item for one trending window.
+    pub fn trending(&self, window: Window, start: i64) -> String {
+        format!("{}:trending:{}:{start}", self.prefix, window.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_keys_share_the_item_as_hash_tag() {
+        let keys = Keys::new("tally");
+        let item = ItemId::parse("blog/2026/hello").unwrap();
+        assert_eq!(keys.stats(&item), "tally:{blog/2026/hello}:stats");
+        assert_eq!(
+            keys.views_bucket(&item, Bucket::Hour, 7200),
+            "tally:{blog/2026/hello}:views:hour:7200"
+        );
+        assert_eq!(
+            keys.seen(&item, "u{1}"),
+            "tally:{blog/2026/hello}:seen:u{1}"
+        );
+        assert_eq!(keys.rate("ip:1.2.3.4", 60), "tally:rl:{ip:1.2.3.4}:60");
+    }
+
+    #[test]
+    fn bucket_starts_align_down_even_before_1970() {
+        assert_eq!(Bucket::Minute.start(119), 60);
+        assert_eq!(Bucket::Day.start(-1), -86_400);
+    }
+}

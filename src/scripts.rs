@@ -1,0 +1,104 @@
+//! The Lua scripts Tally runs on Redis, each loaded from its `.lua` file.
+//!
+//! Every script states its KEYS, ARGV, return value and why it must be atomic
+//! in a header. Scripts guarded by a rate limit are sent with the shared
+//! `rate_limit_lib.lua` prepended, so the limit is written once. A script's
+//! SHA1 is computed from its exact source, once, the first time it is needed.
+
+use std::sync::OnceLock;
+
+/// A Lua script and its SHA1 (the name `EVALSHA` knows it by).
+#[derive(Debug)]
+pub struct Script {
+    name: &'static str,
+    source: &'static str,
+    sha1: OnceLock<String>,
+}
+
+impl Script {
+    /// A script called `name` (for logs and metrics) with this source.
+    pub const fn new(name: &'static str, source: &'static str) -> Script {
+        Script {
+            name,
+            source,
+            sha1: OnceLock::new(),
+        }
+    }
+
+    /// The short name, e.g. `like`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The exact source sent with `EVAL` and hashed for `EVALSHA`.
+    pub fn source(&self) -> &'static str {
+        self.source
+    }
+
+    /// The lowercase hex SHA1 of the source, as `SCRIPT LOAD` returns it.
+    pub fn sha1(&self) -> &str {
+        self.sha1
+            .get_or_init(|| sha1_smol::Sha1::from(self.source).digest().to_string())
+    }
+}
+
+/// Scripts are the same when their sources are.
+impl PartialEq for Script {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl Eq for Script {}
+
+macro_rules! limited {
+    ($file:literal) => {
+        concat!(
+            include_str!("scripts/rate_limit_lib.lua"),
+            include_str!(concat!("scripts/", $file))
+        )
+    };
+}
+
+/// A hit on the rate limit alone (`POST /v1/visitors`).
+pub static RATE_LIMIT: Script = Script::new("rate_limit", limited!("rate_limit.lua"));
+/// Like or unlike, Set store.
+pub static LIKE: Script = Script::new("like", limited!("like.lua"));
+/// Like or unlike, Bitmap store.
+pub static LIKE_BITMAP: Script = Script::new("like_bitmap", limited!("like_bitmap.lua"));
+/// Record a view: dedupe, idempotency, counters, buckets, viewers.
+pub static VIEW: Script = Script::new("view", limited!("view.lua"));
+/// Add to a custom counter (integer or float).
+pub static COUNTER: Script = Script::new("counter", include_str!("scripts/counter.lua"));
+/// Read one item's snapshot.
+pub static READ: Script = Script::new("read", include_str!("scripts/read.lua"));
+/// Count a view in the trending sets.
+pub static TRENDING: Script = Script::new("trending", include_str!("scripts/trending.lua"));
+
+/// Every script, for loading and for the SHA1 test.
+pub static ALL: [&Script; 7] = [
+    &RATE_LIMIT,
+    &LIKE,
+    &LIKE_BITMAP,
+    &VIEW,
+    &COUNTER,
+    &READ,
+    &TRENDING,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sha1_is_the_lowercase_hex_of_the_source() {
+        let script = Script::new("t", "return 1");
+        assert_eq!(script.sha1(), "e0e1f9fabfc9d4800c877a703b823ac0578ff8db");
+    }
+
+    #[test]
+    fn limited_scripts_carry_the_rate_limit_prelude() {
+        assert!(LIKE.source().starts_with("-- rate_limit_lib.lua"));
+        assert!(!READ.source().contains("rate_limit("));
+    }
+}
