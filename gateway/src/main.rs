@@ -1,46 +1,116 @@
 //! The `tally-gateway` binary: flags and environment in, a serving gateway out.
 
+use std::process::ExitCode;
+use std::time::Duration;
+
 use clap::Parser;
 use tokio::net::TcpListener;
 
 /// An Upstash-compatible Redis REST gateway.
+///
+/// Each setting is a flag, or its `TALLY_GATEWAY_*` variable, or (for drop-in
+/// use in a serverless-redis-http setup) SRH's variable.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Address to listen on.
-    #[arg(long, env = "TALLY_GATEWAY_LISTEN", default_value = "127.0.0.1:8079")]
-    listen: String,
-    /// Redis URL (`redis://` or `rediss://`, with an optional password).
-    #[arg(long, env = "TALLY_GATEWAY_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
-    redis_url: String,
-    /// Bearer token every request must present.
-    #[arg(long, env = "TALLY_GATEWAY_TOKEN")]
-    token: String,
+    /// Address to listen on [default: 127.0.0.1:8079, or 0.0.0.0:$SRH_PORT].
+    #[arg(long, env = "TALLY_GATEWAY_LISTEN")]
+    listen: Option<String>,
+    /// Redis URL: `redis://` or `rediss://`, with an optional `user:password@`
+    /// [default: $SRH_CONNECTION_STRING, or redis://127.0.0.1:6379].
+    #[arg(long, env = "TALLY_GATEWAY_REDIS_URL", hide_env_values = true)]
+    redis_url: Option<String>,
+    /// The token every request must present [or $SRH_TOKEN].
+    #[arg(long, env = "TALLY_GATEWAY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// An optional token that may only read; its writes get NOPERM.
+    #[arg(long, env = "TALLY_GATEWAY_READONLY_TOKEN", hide_env_values = true)]
+    readonly_token: Option<String>,
+    /// Largest request body in bytes; larger bodies get 413.
+    #[arg(long, env = "TALLY_GATEWAY_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Redis connections kept for /multi-exec transactions.
+    #[arg(long, env = "TALLY_GATEWAY_POOL_SIZE", default_value_t = 16)]
+    pool_size: usize,
+    /// Seconds a command may wait for Redis before the request gets 503.
+    #[arg(long, env = "TALLY_GATEWAY_RESPONSE_TIMEOUT", default_value_t = 10)]
+    response_timeout: u64,
+    /// Seconds to finish requests in flight after SIGTERM or Ctrl-C.
+    #[arg(long, env = "TALLY_GATEWAY_DRAIN_SECONDS", default_value_t = 30)]
+    drain_seconds: u64,
+}
+
+fn from_srh(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() -> ExitCode {
     let args = Args::parse();
-    let listener = match TcpListener::bind(&args.listen).await {
+    let listen = args
+        .listen
+        .or_else(|| from_srh("SRH_PORT").map(|port| format!("0.0.0.0:{port}")))
+        .unwrap_or_else(|| "127.0.0.1:8079".to_owned());
+    let redis_url = args
+        .redis_url
+        .or_else(|| from_srh("SRH_CONNECTION_STRING"))
+        .unwrap_or_else(|| "redis://127.0.0.1:6379".to_owned());
+    let Some(token) = args.token.or_else(|| from_srh("SRH_TOKEN")) else {
+        eprintln!("tally-gateway: a token is required: --token, TALLY_GATEWAY_TOKEN or SRH_TOKEN");
+        return ExitCode::FAILURE;
+    };
+    let listener = match TcpListener::bind(&listen).await {
         Ok(listener) => listener,
         Err(e) => {
-            eprintln!("tally-gateway: cannot listen on {}: {e}", args.listen);
-            return std::process::ExitCode::FAILURE;
+            eprintln!("tally-gateway: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
         }
     };
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    let mut config = tally_gateway::Config::new(redis_url, token);
+    config.read_only_token = args.readonly_token;
+    config.max_body_bytes = args.max_body_bytes;
+    config.pool_size = args.pool_size.max(1);
+    config.response_timeout = Duration::from_secs(args.response_timeout.max(1));
+
+    let (signalled, mut on_signal) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        stop_signal().await;
+        eprintln!("tally-gateway: stopping, finishing requests in flight");
+        let _ = signalled.send(true);
     };
-    let config = tally_gateway::Config {
-        redis_url: args.redis_url,
-        token: args.token,
+    let drain = Duration::from_secs(args.drain_seconds);
+    let deadline = async move {
+        let _ = on_signal.wait_for(|s| *s).await;
+        tokio::time::sleep(drain).await;
     };
-    eprintln!("tally-gateway: listening on http://{}", args.listen);
-    match tally_gateway::serve(listener, config, shutdown).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tally-gateway: {e}");
-            std::process::ExitCode::FAILURE
+    eprintln!("tally-gateway: listening on http://{listen}");
+    tokio::select! {
+        served = tally_gateway::serve(listener, config, shutdown) => match served {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tally-gateway: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        () = deadline => {
+            eprintln!("tally-gateway: requests still in flight after {}s; exiting", drain.as_secs());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on SIGTERM (how containers and `make dev` stop us) or Ctrl-C.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
 }

@@ -1,0 +1,213 @@
+//! The Redis side: one multiplexed connection for ordinary commands and
+//! pipelines, a pool of connections for transactions, and reconnection.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use deadpool_redis::{Manager, Pool, Runtime};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Value};
+use std::sync::{PoisonError, RwLock};
+
+use tokio::sync::Mutex;
+
+use crate::command::Command;
+use crate::encode::error_text;
+use crate::metrics::Metrics;
+
+/// Why Redis did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Redis is unreachable, the connection broke, or it did not answer in
+    /// time. The detail is logged, not sent to clients.
+    #[error("Redis is unavailable; the gateway is reconnecting, retry shortly")]
+    Unavailable(String),
+}
+
+/// Timeouts and sizes of the Redis side.
+#[derive(Clone, Debug)]
+pub struct BackendOptions {
+    /// How long connecting may take.
+    pub connect_timeout: Duration,
+    /// How long one request (a command, a pipeline, a transaction) may wait for its answer.
+    pub response_timeout: Duration,
+    /// Connections kept for `/multi-exec`.
+    pub pool_size: usize,
+}
+
+/// Connections to one Redis.
+pub struct Backend {
+    client: redis::Client,
+    config: AsyncConnectionConfig,
+    // The live connection and its generation (1 for the first, +1 per reconnect).
+    current: RwLock<Option<(u64, MultiplexedConnection)>>,
+    // One reconnect at a time; others wait for its outcome.
+    connecting: Mutex<()>,
+    generation: AtomicU64,
+    pool: Pool,
+    metrics: Arc<Metrics>,
+}
+
+impl Backend {
+    /// Prepares connections to `url`; nothing connects until the first request,
+    /// so the gateway starts (and answers 503) while Redis is still down.
+    pub fn new(
+        url: &str,
+        options: &BackendOptions,
+        metrics: Arc<Metrics>,
+    ) -> Result<Backend, redis::RedisError> {
+        let client = redis::Client::open(url)?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_response_timeout(Some(options.response_timeout));
+        let manager = Manager::new_with_config(url, config.clone())?;
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.response_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|e| redis::RedisError::from(std::io::Error::other(e.to_string())))?;
+        Ok(Backend {
+            client,
+            config,
+            current: RwLock::new(None),
+            connecting: Mutex::new(()),
+            generation: AtomicU64::new(0),
+            pool,
+            metrics,
+        })
+    }
+
+    /// Runs one command; a Redis error comes back as `Value::ServerError`.
+    pub async fn run(&self, command: &Command) -> Result<Value, BackendError> {
+        let mut cmd = redis::Cmd::new();
+        for part in &command.parts {
+            cmd.arg(part.as_slice());
+        }
+        let (generation, mut conn) = self.connection().await?;
+        let result = conn.req_packed_command(&cmd).await;
+        self.settle(result, generation)
+    }
+
+    /// Runs commands in order in one round trip, not atomically.
+    pub async fn pipeline(&self, commands: &[&Command]) -> Result<Vec<Value>, BackendError> {
+        let pipe = pack(commands.iter().map(|c| c.parts.as_slice()));
+        let (generation, mut conn) = self.connection().await?;
+        let result = conn.req_packed_commands(&pipe, 0, commands.len()).await;
+        self.settle(result, generation)
+    }
+
+    /// Runs commands as one MULTI/EXEC transaction on a pooled connection of
+    /// its own, so nothing else shares that connection meanwhile.
+    pub async fn transaction(&self, commands: &[Command]) -> Result<Outcome, BackendError> {
+        let multi = [b"MULTI".to_vec()];
+        let exec = [b"EXEC".to_vec()];
+        let pipe = pack(
+            std::iter::once(multi.as_slice())
+                .chain(commands.iter().map(|c| c.parts.as_slice()))
+                .chain(std::iter::once(exec.as_slice())),
+        );
+        let mut conn = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| BackendError::Unavailable(e.to_string()))?;
+        let mut replies = conn
+            .req_packed_commands(&pipe, 0, commands.len() + 2)
+            .await
+            .map_err(|e| BackendError::Unavailable(e.to_string()))?;
+        let exec = replies
+            .pop()
+            .ok_or_else(|| BackendError::Unavailable("no reply to EXEC".into()))?;
+        let Value::ServerError(aborted) = exec else {
+            return Ok(Outcome::Committed(exec));
+        };
+        // EXECABORT alone does not say which command was wrong; the queuing error does.
+        let cause = replies.iter().find_map(|r| match r {
+            Value::ServerError(e) => Some(error_text(e)),
+            _ => None,
+        });
+        Ok(Outcome::Aborted(match cause {
+            Some(cause) => format!("{} ({cause})", error_text(&aborted)),
+            None => error_text(&aborted),
+        }))
+    }
+
+    /// Sends PING; true when Redis answers PONG.
+    pub async fn ping(&self) -> bool {
+        let ping = Command {
+            parts: vec![b"PING".to_vec()],
+        };
+        matches!(self.run(&ping).await, Ok(Value::SimpleString(ref s)) if s == "PONG")
+    }
+
+    async fn connection(&self) -> Result<(u64, MultiplexedConnection), BackendError> {
+        if let Some(current) = self.live() {
+            return Ok(current);
+        }
+        let _turn = self.connecting.lock().await;
+        if let Some(current) = self.live() {
+            return Ok(current);
+        }
+        let conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await
+            .map_err(|e| BackendError::Unavailable(e.to_string()))?;
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        if generation > 1 {
+            self.metrics.redis_reconnects.inc();
+        }
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) =
+            Some((generation, conn.clone()));
+        Ok((generation, conn))
+    }
+
+    fn live(&self) -> Option<(u64, MultiplexedConnection)> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Maps a connection error to `Unavailable` and drops the broken
+    /// connection so that the next request reconnects.
+    fn settle<T>(&self, result: redis::RedisResult<T>, generation: u64) -> Result<T, BackendError> {
+        match result {
+            Ok(value) => Ok(value),
+            Err(e) => {
+                if e.is_connection_dropped() || e.is_unrecoverable_error() || e.is_io_error() {
+                    let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
+                    // Only if no one has replaced it already.
+                    if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+                        *current = None;
+                    }
+                }
+                Err(BackendError::Unavailable(e.to_string()))
+            }
+        }
+    }
+}
+
+/// How a transaction ended.
+pub enum Outcome {
+    /// EXEC ran: an array of per-command replies (errors among them as `Value::ServerError`).
+    Committed(Value),
+    /// Redis discarded the transaction (EXECABORT), with why.
+    Aborted(String),
+}
+
+fn pack<'a>(commands: impl Iterator<Item = &'a [Vec<u8>]>) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for parts in commands {
+        let mut cmd = redis::Cmd::new();
+        for part in parts {
+            cmd.arg(part.as_slice());
+        }
+        pipe.add_command(cmd);
+    }
+    pipe
+}

@@ -1,0 +1,435 @@
+//! Commands as the REST protocol carries them: parsed from JSON or a path, and
+//! checked against what a stateless HTTP request may run.
+
+use percent_encoding::percent_decode_str;
+use serde_json::Value as Json;
+
+/// One Redis command: the name and its arguments, as raw bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Command {
+    /// Every part, the command name first.
+    pub parts: Vec<Vec<u8>>,
+}
+
+/// Why a request does not carry a well-formed command.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The body is not JSON of the expected shape.
+    #[error("ERR the request body is not valid JSON: {0}")]
+    Json(String),
+    /// The body is JSON, but not an array command.
+    #[error(
+        "ERR a command is a JSON array of strings and numbers, such as [\"SET\", \"key\", \"value\"]"
+    )]
+    NotACommand,
+    /// A pipeline or transaction body is not an array of commands.
+    #[error(
+        "ERR the body must be a JSON array of commands, such as [[\"SET\", \"k\", \"v\"], [\"GET\", \"k\"]]"
+    )]
+    NotABatch,
+    /// The command has no name.
+    #[error("ERR empty command")]
+    Empty,
+    /// A pipeline or transaction without commands.
+    #[error("ERR empty pipeline: send at least one command")]
+    EmptyBatch,
+    /// A path segment is not valid percent-encoded UTF-8.
+    #[error("ERR the path is not valid percent-encoded UTF-8")]
+    Path,
+}
+
+/// Why a command is not run.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The command would block the shared connection.
+    #[error("ERR blocking command '{0}' is not supported over REST: poll instead")]
+    Blocking(String),
+    /// Pub/sub needs a long-lived connection.
+    #[error("ERR pub/sub command '{0}' is not supported over REST (PUBLISH is)")]
+    PubSub(String),
+    /// The command changes or depends on connection state that HTTP requests do not keep.
+    #[error(
+        "ERR command '{0}' changes connection state, which REST requests do not keep: it is not supported"
+    )]
+    ConnectionState(String),
+    /// MULTI and friends outside `/multi-exec`.
+    #[error("ERR command '{0}' is not supported: send the transaction to /multi-exec")]
+    Transaction(String),
+    /// A write with the read-only token.
+    #[error("NOPERM this token has no permissions to run the '{0}' command")]
+    ReadOnly(String),
+}
+
+impl Command {
+    /// The command name, upper-cased (lossy for non-UTF-8 names, which Redis rejects anyway).
+    pub fn name(&self) -> String {
+        self.parts
+            .first()
+            .map(|n| String::from_utf8_lossy(n).to_ascii_uppercase())
+            .unwrap_or_default()
+    }
+
+    /// Parses `["SET", "key", 1]`.
+    pub fn from_json(value: Json) -> Result<Command, ParseError> {
+        let Json::Array(items) = value else {
+            return Err(ParseError::NotACommand);
+        };
+        let mut parts = Vec::with_capacity(items.len());
+        for item in items {
+            parts.push(match item {
+                Json::String(s) => s.into_bytes(),
+                Json::Number(n) => n.to_string().into_bytes(),
+                _ => return Err(ParseError::NotACommand),
+            });
+        }
+        if parts.first().is_none_or(|name| name.is_empty()) {
+            return Err(ParseError::Empty);
+        }
+        Ok(Command { parts })
+    }
+
+    /// Parses a `POST /` body.
+    pub fn from_body(body: &[u8]) -> Result<Command, ParseError> {
+        Command::from_json(parse_json(body)?)
+    }
+
+    /// Parses a `/pipeline` or `/multi-exec` body: an array of commands.
+    pub fn batch_from_body(body: &[u8]) -> Result<Vec<Command>, ParseError> {
+        let Json::Array(items) = parse_json(body)? else {
+            return Err(ParseError::NotABatch);
+        };
+        if items.is_empty() {
+            return Err(ParseError::EmptyBatch);
+        }
+        items
+            .into_iter()
+            .map(|item| match item {
+                Json::Array(_) => Command::from_json(item),
+                _ => Err(ParseError::NotABatch),
+            })
+            .collect()
+    }
+
+    /// Parses the path style `/{cmd}/{arg}/...`: each segment percent-decoded,
+    /// then the POST body, if any, then the query's `NAME=value` pairs (except
+    /// `_token`) as further arguments.
+    pub fn from_path(
+        path: &str,
+        query: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Result<Command, ParseError> {
+        let mut parts = Vec::new();
+        let trimmed = path.strip_prefix('/').unwrap_or(path);
+        // A trailing slash does not add an empty argument.
+        let trimmed = trimmed.strip_suffix('/').unwrap_or(trimmed);
+        for segment in trimmed.split('/') {
+            parts.push(decode(segment)?);
+        }
+        // The body is the value (`POST /set/key` with the value as body), so it
+        // comes before options such as `?EX=100`.
+        if let Some(body) = body {
+            parts.push(body);
+        }
+        for pair in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            let (name, value) = match pair.split_once('=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (pair, None),
+            };
+            if name == "_token" {
+                continue;
+            }
+            parts.push(decode_query(name)?);
+            if let Some(value) = value.filter(|v| !v.is_empty()) {
+                parts.push(decode_query(value)?);
+            }
+        }
+        if parts.first().is_none_or(|name| name.is_empty()) {
+            return Err(ParseError::Empty);
+        }
+        Ok(Command { parts })
+    }
+
+    /// Checks that the command may run over REST, outside a transaction.
+    pub fn check(&self, read_only: bool) -> Result<(), Refusal> {
+        let name = self.name();
+        match name.as_str() {
+            "BLPOP" | "BRPOP" | "BRPOPLPUSH" | "BLMOVE" | "BLMPOP" | "BZPOPMIN" | "BZPOPMAX"
+            | "BZMPOP" | "WAIT" | "WAITAOF" => return Err(Refusal::Blocking(name)),
+            "XREAD" | "XREADGROUP" if self.blocks_stream_read() => {
+                return Err(Refusal::Blocking(format!("{name} BLOCK")));
+            }
+            "SUBSCRIBE" | "PSUBSCRIBE" | "SSUBSCRIBE" | "UNSUBSCRIBE" | "PUNSUBSCRIBE"
+            | "SUNSUBSCRIBE" => {
+                return Err(Refusal::PubSub(name));
+            }
+            "SELECT" | "WATCH" | "UNWATCH" | "QUIT" | "RESET" | "AUTH" | "HELLO" | "CLIENT"
+            | "READONLY" | "READWRITE" | "MONITOR" | "SYNC" | "PSYNC" | "REPLCONF" => {
+                return Err(Refusal::ConnectionState(name));
+            }
+            "MULTI" | "EXEC" | "DISCARD" => return Err(Refusal::Transaction(name)),
+            _ => {}
+        }
+        if read_only && self.writes() {
+            return Err(Refusal::ReadOnly(
+                String::from_utf8_lossy(&self.parts[0]).to_lowercase(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// For the read-only token: scripts run as their `_RO` variants, so Redis
+    /// itself refuses any write they attempt.
+    pub fn into_read_only(mut self) -> Command {
+        let replacement: Option<&[u8]> = match self.name().as_str() {
+            "EVAL" => Some(b"EVAL_RO"),
+            "EVALSHA" => Some(b"EVALSHA_RO"),
+            "FCALL" => Some(b"FCALL_RO"),
+            _ => None,
+        };
+        if let Some(name) = replacement {
+            self.parts[0] = name.to_vec();
+        }
+        self
+    }
+
+    fn blocks_stream_read(&self) -> bool {
+        // Options come before STREAMS; after it, every part is a key or an id.
+        self.parts
+            .iter()
+            .skip(1)
+            .take_while(|p| !p.eq_ignore_ascii_case(b"STREAMS"))
+            .any(|p| p.eq_ignore_ascii_case(b"BLOCK"))
+    }
+
+    fn writes(&self) -> bool {
+        let name = String::from_utf8_lossy(&self.parts[0]).to_ascii_lowercase();
+        if WRITES.binary_search(&name.as_str()).is_ok() {
+            return true;
+        }
+        let Some(sub) = self.parts.get(1) else {
+            return false;
+        };
+        let full = format!(
+            "{name}|{}",
+            String::from_utf8_lossy(sub).to_ascii_lowercase()
+        );
+        WRITES.binary_search(&full.as_str()).is_ok()
+    }
+}
+
+/// Commands (and `container|subcommand`s) the read-only token may not run:
+/// Redis 7's `@write` and `@admin` categories, plus what changes the script
+/// and function caches or reaches other clients. Sorted for binary search.
+const WRITES: &[&str] = &[
+    "acl|deluser",
+    "acl|load",
+    "acl|save",
+    "acl|setuser",
+    "append",
+    "bgrewriteaof",
+    "bgsave",
+    "bitfield",
+    "bitop",
+    "cluster",
+    "config|resetstat",
+    "config|rewrite",
+    "config|set",
+    "copy",
+    "debug",
+    "decr",
+    "decrby",
+    "del",
+    "expire",
+    "expireat",
+    "failover",
+    "flushall",
+    "flushdb",
+    "function|delete",
+    "function|flush",
+    "function|kill",
+    "function|load",
+    "function|restore",
+    "geoadd",
+    "georadius",
+    "georadiusbymember",
+    "geosearchstore",
+    "getdel",
+    "getex",
+    "getset",
+    "hdel",
+    "hincrby",
+    "hincrbyfloat",
+    "hmset",
+    "hset",
+    "hsetnx",
+    "incr",
+    "incrby",
+    "incrbyfloat",
+    "latency|reset",
+    "linsert",
+    "lmove",
+    "lmpop",
+    "lpop",
+    "lpush",
+    "lpushx",
+    "lrem",
+    "lset",
+    "ltrim",
+    "migrate",
+    "module",
+    "move",
+    "mset",
+    "msetnx",
+    "persist",
+    "pexpire",
+    "pexpireat",
+    "pfadd",
+    "pfdebug",
+    "pfmerge",
+    "pfselftest",
+    "psetex",
+    "publish",
+    "rename",
+    "renamenx",
+    "replicaof",
+    "restore",
+    "restore-asking",
+    "rpop",
+    "rpoplpush",
+    "rpush",
+    "rpushx",
+    "sadd",
+    "save",
+    "script|flush",
+    "script|kill",
+    "sdiffstore",
+    "set",
+    "setbit",
+    "setex",
+    "setnx",
+    "setrange",
+    "shutdown",
+    "sinterstore",
+    "slaveof",
+    "slowlog|reset",
+    "smove",
+    "sort",
+    "spop",
+    "spublish",
+    "srem",
+    "sunionstore",
+    "swapdb",
+    "unlink",
+    "xack",
+    "xadd",
+    "xautoclaim",
+    "xclaim",
+    "xdel",
+    "xgroup|create",
+    "xgroup|createconsumer",
+    "xgroup|delconsumer",
+    "xgroup|destroy",
+    "xgroup|setid",
+    "xreadgroup",
+    "xsetid",
+    "xtrim",
+    "zadd",
+    "zdiffstore",
+    "zincrby",
+    "zinterstore",
+    "zmpop",
+    "zpopmax",
+    "zpopmin",
+    "zrangestore",
+    "zrem",
+    "zremrangebylex",
+    "zremrangebyrank",
+    "zremrangebyscore",
+    "zunionstore",
+];
+
+fn parse_json(body: &[u8]) -> Result<Json, ParseError> {
+    serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))
+}
+
+fn decode(segment: &str) -> Result<Vec<u8>, ParseError> {
+    Ok(percent_decode_str(segment).collect())
+}
+
+fn decode_query(part: &str) -> Result<Vec<u8>, ParseError> {
+    // Query strings may carry `+` for a space.
+    let spaced = part.replace('+', " ");
+    let decoded: Vec<u8> = percent_decode_str(&spaced).collect();
+    if std::str::from_utf8(&decoded).is_err() {
+        return Err(ParseError::Path);
+    }
+    Ok(decoded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(parts: &[&str]) -> Command {
+        Command {
+            parts: parts.iter().map(|p| p.as_bytes().to_vec()).collect(),
+        }
+    }
+
+    #[test]
+    fn the_write_table_is_sorted_for_binary_search() {
+        assert!(WRITES.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn json_numbers_become_their_decimal_text() {
+        let parsed = Command::from_body(br#"["incrby", "k", 5]"#);
+        assert_eq!(parsed, Ok(cmd(&["incrby", "k", "5"])));
+    }
+
+    #[test]
+    fn an_empty_command_is_refused() {
+        assert_eq!(Command::from_body(b"[]"), Err(ParseError::Empty));
+        assert_eq!(Command::from_body(br#"[""]"#), Err(ParseError::Empty));
+    }
+
+    #[test]
+    fn path_style_decodes_segments_and_appends_query_and_body() {
+        let parsed = Command::from_path(
+            "/set/a%2Fb/",
+            Some("EX=100&_token=secret&NX"),
+            Some(b"v".to_vec()),
+        );
+        assert_eq!(parsed, Ok(cmd(&["set", "a/b", "v", "EX", "100", "NX"])));
+    }
+
+    #[test]
+    fn blocking_stream_reads_are_refused_but_plain_ones_run() {
+        assert!(
+            cmd(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"])
+                .check(false)
+                .is_err()
+        );
+        assert!(
+            cmd(&["XREAD", "STREAMS", "block", "0"])
+                .check(false)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_read_only_token_may_read_but_not_write() {
+        assert!(cmd(&["GET", "k"]).check(true).is_ok());
+        assert!(cmd(&["SCRIPT", "LOAD", "return 1"]).check(true).is_ok());
+        assert_eq!(
+            cmd(&["SET", "k", "v"]).check(true),
+            Err(Refusal::ReadOnly("set".into()))
+        );
+        assert!(cmd(&["script", "flush"]).check(true).is_err());
+        assert!(cmd(&["SET", "k", "v"]).check(false).is_ok());
+    }
+}

@@ -1,0 +1,353 @@
+//! The HTTP side: routes, authentication, body limits, and JSON answers.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use redis::Value;
+
+use crate::auth::{Access, Tokens};
+use crate::backend::{Backend, Outcome};
+use crate::command::Command;
+use crate::encode::{Encoding, Item, Reply, error_text};
+use crate::error::GatewayError;
+use crate::metrics::{CommandLabels, LatencyLabels, Metrics, RequestLabels, command_label};
+
+/// What every request handler shares.
+pub struct App {
+    /// Accepted tokens.
+    pub tokens: Tokens,
+    /// Redis.
+    pub backend: Backend,
+    /// Counters and histograms.
+    pub metrics: Arc<Metrics>,
+    /// The largest body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// Which endpoint a request reached, as a metrics label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Endpoint {
+    Command,
+    PathStyle,
+    Pipeline,
+    MultiExec,
+    Health,
+    Metrics,
+}
+
+impl Endpoint {
+    fn of(path: &str) -> Endpoint {
+        match path {
+            "/" => Endpoint::Command,
+            "/pipeline" | "/pipeline/" => Endpoint::Pipeline,
+            "/multi-exec" | "/multi-exec/" => Endpoint::MultiExec,
+            "/healthz" => Endpoint::Health,
+            "/metrics" => Endpoint::Metrics,
+            _ => Endpoint::PathStyle,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Endpoint::Command => "/",
+            Endpoint::PathStyle => "/{cmd}",
+            Endpoint::Pipeline => "/pipeline",
+            Endpoint::MultiExec => "/multi-exec",
+            Endpoint::Health => "/healthz",
+            Endpoint::Metrics => "/metrics",
+        }
+    }
+}
+
+/// The one handler: every route goes through it so that authentication,
+/// limits and metrics are applied the same way everywhere.
+pub async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
+    let started = Instant::now();
+    let endpoint = Endpoint::of(request.uri().path());
+    let mut command = String::from("-");
+    let response = match route(&app, endpoint, request, &mut command).await {
+        Ok(response) => response,
+        Err(error) => {
+            if let GatewayError::Unavailable(crate::backend::BackendError::Unavailable(detail)) =
+                &error
+            {
+                eprintln!("tally-gateway: Redis unavailable: {detail}");
+            }
+            error.into_response()
+        }
+    };
+    let endpoint = endpoint.label();
+    app.metrics
+        .latency
+        .get_or_create(&LatencyLabels {
+            endpoint,
+            command: command.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    app.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            endpoint,
+            command,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+async fn route(
+    app: &App,
+    endpoint: Endpoint,
+    request: Request,
+    label: &mut String,
+) -> Result<Response, GatewayError> {
+    let (parts, body) = request.into_parts();
+    if endpoint == Endpoint::Health {
+        return health(app, &parts.method).await;
+    }
+    let query = parts.uri.query();
+    let access = app
+        .tokens
+        .check(&parts.headers, query)
+        .ok_or(GatewayError::Unauthorized)?;
+    let encoding = encoding(&parts.headers);
+    let post = parts.method == Method::POST;
+    match endpoint {
+        Endpoint::Metrics if parts.method == Method::GET => Ok(metrics(app)),
+        Endpoint::Metrics => Err(GatewayError::MethodNotAllowed("GET")),
+        Endpoint::Command | Endpoint::Pipeline | Endpoint::MultiExec if !post => {
+            Err(GatewayError::MethodNotAllowed("POST"))
+        }
+        Endpoint::Command => {
+            let body = read_body(app, &parts.headers, body).await?;
+            let command = Command::from_body(&body)?;
+            one(app, endpoint, command, access, encoding, label).await
+        }
+        Endpoint::PathStyle if post || parts.method == Method::GET => {
+            let body = match post {
+                true => Some(read_body(app, &parts.headers, body).await?.to_vec()),
+                false => None,
+            };
+            let command =
+                Command::from_path(parts.uri.path(), query, body.filter(|b| !b.is_empty()))?;
+            one(app, endpoint, command, access, encoding, label).await
+        }
+        Endpoint::PathStyle => Err(GatewayError::MethodNotAllowed("GET, POST")),
+        Endpoint::Pipeline => {
+            let body = read_body(app, &parts.headers, body).await?;
+            let commands = Command::batch_from_body(&body)?;
+            "batch".clone_into(label);
+            pipeline(app, endpoint, commands, access, encoding).await
+        }
+        Endpoint::MultiExec => {
+            let body = read_body(app, &parts.headers, body).await?;
+            let commands = Command::batch_from_body(&body)?;
+            "batch".clone_into(label);
+            transaction(app, endpoint, commands, access, encoding).await
+        }
+        Endpoint::Health => health(app, &parts.method).await,
+    }
+}
+
+async fn one(
+    app: &App,
+    endpoint: Endpoint,
+    command: Command,
+    access: Access,
+    encoding: Encoding,
+    label: &mut String,
+) -> Result<Response, GatewayError> {
+    *label = command_label(&command.parts[0]);
+    command.check(access == Access::ReadOnly)?;
+    let command = restrict(command, access);
+    let value = app.backend.run(&command).await?;
+    count(app, endpoint, &command, &value, Some(label));
+    match &value {
+        Value::ServerError(e) => Err(GatewayError::Redis(error_text(e))),
+        _ => Ok(json(
+            StatusCode::OK,
+            &Item::Result(Reply {
+                value: &value,
+                encoding,
+            }),
+        )),
+    }
+}
+
+async fn pipeline(
+    app: &App,
+    endpoint: Endpoint,
+    commands: Vec<Command>,
+    access: Access,
+    encoding: Encoding,
+) -> Result<Response, GatewayError> {
+    // Refused commands answer in place; the others go to Redis in one round trip.
+    let checked: Vec<Result<Command, String>> = commands
+        .into_iter()
+        .map(|c| match c.check(access == Access::ReadOnly) {
+            Ok(()) => Ok(restrict(c, access)),
+            Err(refusal) => Err(refusal.to_string()),
+        })
+        .collect();
+    let runnable: Vec<&Command> = checked.iter().filter_map(|c| c.as_ref().ok()).collect();
+    let values = match runnable.is_empty() {
+        true => Vec::new(),
+        false => app.backend.pipeline(&runnable).await?,
+    };
+    let mut values = values.into_iter();
+    let mut answers = Vec::with_capacity(checked.len());
+    for entry in &checked {
+        answers.push(match entry {
+            Ok(command) => {
+                let value = values.next().unwrap_or(Value::Nil);
+                count(app, endpoint, command, &value, None);
+                Ok(value)
+            }
+            Err(message) => Err(message.clone()),
+        });
+    }
+    let items: Vec<Item> = answers
+        .iter()
+        .map(|a| match a {
+            Ok(value) => Item::from_value(value, encoding),
+            Err(message) => Item::Error(message.clone()),
+        })
+        .collect();
+    Ok(json(StatusCode::OK, &items))
+}
+
+async fn transaction(
+    app: &App,
+    endpoint: Endpoint,
+    commands: Vec<Command>,
+    access: Access,
+    encoding: Encoding,
+) -> Result<Response, GatewayError> {
+    // One refused command aborts the whole transaction before anything runs,
+    // as a queuing error would in Redis.
+    let mut checked = Vec::with_capacity(commands.len());
+    for command in commands {
+        command.check(access == Access::ReadOnly)?;
+        checked.push(restrict(command, access));
+    }
+    match app.backend.transaction(&checked).await? {
+        Outcome::Committed(Value::Array(values)) => {
+            for (command, value) in checked.iter().zip(&values) {
+                count(app, endpoint, command, value, None);
+            }
+            let items: Vec<Item> = values
+                .iter()
+                .map(|v| Item::from_value(v, encoding))
+                .collect();
+            Ok(json(StatusCode::OK, &items))
+        }
+        Outcome::Committed(other) => Err(GatewayError::Redis(format!(
+            "EXECABORT the transaction did not run (EXEC replied {other:?})"
+        ))),
+        Outcome::Aborted(message) => Err(GatewayError::Redis(message)),
+    }
+}
+
+async fn health(app: &App, method: &Method) -> Result<Response, GatewayError> {
+    if method != Method::GET && method != Method::HEAD {
+        return Err(GatewayError::MethodNotAllowed("GET"));
+    }
+    match app.backend.ping().await {
+        true => Ok(json(StatusCode::OK, &serde_json::json!({"status": "ok"}))),
+        false => Ok(json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"status": "unavailable", "error": "Redis does not answer PING"}),
+        )),
+    }
+}
+
+fn metrics(app: &App) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+/// The read-only token's scripts run as `EVAL_RO` and friends.
+fn restrict(command: Command, access: Access) -> Command {
+    match access {
+        Access::Full => command,
+        Access::ReadOnly => command.into_read_only(),
+    }
+}
+
+/// Counts a command Redis ran. Unknown commands count as `other`, so callers
+/// cannot grow the label set.
+fn count(
+    app: &App,
+    endpoint: Endpoint,
+    command: &Command,
+    value: &Value,
+    label: Option<&mut String>,
+) {
+    let unknown = matches!(value, Value::ServerError(e)
+        if e.details().is_some_and(|d| d.starts_with("unknown command")));
+    let name = match unknown {
+        true => "other".to_owned(),
+        false => command_label(&command.parts[0]),
+    };
+    if let Some(label) = label {
+        name.clone_into(label);
+    }
+    app.metrics
+        .commands
+        .get_or_create(&CommandLabels {
+            endpoint: endpoint.label(),
+            command: name,
+        })
+        .inc();
+}
+
+fn encoding(headers: &HeaderMap) -> Encoding {
+    let base64 = headers
+        .get("upstash-encoding")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"base64"));
+    match base64 {
+        true => Encoding::Base64,
+        false => Encoding::Text,
+    }
+}
+
+async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, GatewayError> {
+    let limit = app.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(GatewayError::TooLarge(limit));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(GatewayError::TooLarge(limit))
+        }
+        Err(_) => Err(GatewayError::Body),
+    }
+}
+
+fn json(status: StatusCode, body: &impl serde::Serialize) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"error":"ERR the reply could not be encoded"}"#,
+        )
+            .into_response(),
+    }
+}
