@@ -165,6 +165,18 @@ impl Keys {
         format!("{}:rl:{{{limiter}}}:{window_start}", self.prefix)
     }
 
+    /// Hash of the worker's metrics summed over every isolate, one field per
+    /// series ([`crate::metrics`]). `#` cannot occur in an item id, so no
+    /// item's keys can collide with these.
+    pub fn metrics(&self) -> String {
+        format!("{}:{{#metrics}}", self.prefix)
+    }
+
+    /// The number of the last metrics batch applied from one isolate (same tag).
+    pub fn metrics_batch(&self, isolate: &str) -> String {
+        format!("{}:{{#metrics}}:batch:{isolate}", self.prefix)
+    }
+
     /// The sorted set of view counts per item for one trending window.
     pub fn trending(&self, window: Window, start: i64) -> String {
         format!("{}:trending:{}:{start}", self.prefix, window.as_str())
@@ -189,6 +201,8 @@ mod tests {
             "tally:{blog/2026/hello}:seen:u{1}"
         );
         assert_eq!(keys.rate("ip:1.2.3.4", 60), "tally:rl:{ip:1.2.3.4}:60");
+        assert_eq!(keys.metrics(), "tally:{#metrics}");
+        assert_eq!(keys.metrics_batch("i1"), "tally:{#metrics}:batch:i1");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 pub mod engine;
 pub mod item;
 pub mod keys;
+pub mod metrics;
 pub mod rest;
 pub mod scripts;
 
