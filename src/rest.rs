@@ -52,6 +52,8 @@ pub struct RoundTrip<'a> {
     pub millis: f64,
     /// Whether it succeeded (for a pipeline: the request, not each command).
     pub ok: bool,
+    /// Why it failed, when it did (a timeout, a NOSCRIPT...), for failure metrics.
+    pub error: Option<&'a RestError>,
 }
 
 /// Sees every round trip and every `NOSCRIPT` fallback, e.g. to export metrics.
@@ -237,6 +239,7 @@ impl RestClient {
                 script,
                 millis: ((self.clock)() - started).max(0.0),
                 ok: result.is_ok(),
+                error: result.as_ref().err(),
             });
         }
         result
