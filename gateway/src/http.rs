@@ -7,7 +7,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use redis::Value;
 
 use crate::auth::{Access, Tokens};
@@ -322,23 +322,45 @@ fn encoding(headers: &HeaderMap) -> Encoding {
     }
 }
 
-async fn read_body(app: &App, headers: &HeaderMap, body: Body) -> Result<Bytes, GatewayError> {
+async fn read_body(app: &App, headers: &HeaderMap, mut body: Body) -> Result<Bytes, GatewayError> {
     let limit = app.max_body_bytes;
+    // An oversized body is still read (and dropped) up to this much, so that
+    // the client, still sending, gets to see the 413 rather than a reset.
+    let drain_cap = limit.saturating_mul(4);
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if declared.is_some_and(|n| n > drain_cap as u64) {
         return Err(GatewayError::TooLarge(limit));
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(GatewayError::TooLarge(limit))
+    let mut kept = Vec::with_capacity(declared.map_or(0, |n| n.min(limit as u64) as usize));
+    let mut seen = 0usize;
+    let drain = async {
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(|_| GatewayError::Body)?.into_data() else {
+                continue;
+            };
+            seen = seen.saturating_add(data.len());
+            if seen <= limit {
+                kept.extend_from_slice(&data);
+            } else if seen > drain_cap {
+                break;
+            }
         }
+        Ok::<(), GatewayError>(())
+    };
+    match tokio::time::timeout(DRAIN_TIMEOUT, drain).await {
+        Ok(Ok(())) if seen <= limit => Ok(Bytes::from(kept)),
+        Ok(Ok(())) => Err(GatewayError::TooLarge(limit)),
+        Ok(Err(e)) => Err(e),
+        Err(_) if seen > limit => Err(GatewayError::TooLarge(limit)),
         Err(_) => Err(GatewayError::Body),
     }
 }
+
+/// How long reading one request body may take.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn json(status: StatusCode, body: &impl serde::Serialize) -> Response {
     match serde_json::to_vec(body) {
