@@ -1,0 +1,122 @@
+//! Shared setup of the engine tests: a real `redis-server` behind the real
+//! gateway, an engine under a key prefix of its own, and a record of every
+//! REST round trip the engine makes.
+
+#![allow(dead_code, missing_docs, clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tally::engine::{Engine, Settings};
+use tally::item::ItemId;
+use tally::rest::{RestClient, RestObserver, RoundTrip};
+
+use crate::support::{GATEWAY_TOKEN, Gateway, Redis};
+
+/// Every round trip and `NOSCRIPT` fallback, in order.
+#[derive(Default)]
+pub struct Trips {
+    pub log: Mutex<Vec<(String, Option<&'static str>, bool)>>,
+    pub noscript: Mutex<Vec<&'static str>>,
+}
+
+impl Trips {
+    pub fn count(&self) -> usize {
+        self.log.lock().unwrap().len()
+    }
+
+    /// The commands sent since the log was last taken.
+    pub fn take(&self) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .drain(..)
+            .map(|(c, _, _)| c)
+            .collect()
+    }
+
+    /// Forgets everything seen so far.
+    pub fn reset(&self) {
+        self.log.lock().unwrap().clear();
+        self.noscript.lock().unwrap().clear();
+    }
+
+    pub fn noscripts(&self) -> usize {
+        self.noscript.lock().unwrap().len()
+    }
+}
+
+impl RestObserver for Trips {
+    fn round_trip(&self, trip: &RoundTrip<'_>) {
+        self.log
+            .lock()
+            .unwrap()
+            .push((trip.command.to_owned(), trip.script, trip.ok));
+    }
+
+    fn noscript_fallback(&self, script: &'static str) {
+        self.noscript.lock().unwrap().push(script);
+    }
+}
+
+/// Redis, the gateway and one engine over them.
+pub struct Setup {
+    pub engine: Engine,
+    pub trips: Arc<Trips>,
+    pub gateway: Gateway,
+    pub redis: Redis,
+}
+
+impl Setup {
+    /// A fresh Redis and gateway; the engine's prefix is unique to this test.
+    pub fn start(settings: Settings) -> Setup {
+        let redis = Redis::start();
+        let gateway = Gateway::start(&redis.url());
+        let trips = Arc::new(Trips::default());
+        let engine = Engine::new(
+            client(&gateway, trips.clone()),
+            Settings {
+                prefix: unique("t"),
+                ..settings
+            },
+        );
+        Setup {
+            engine,
+            trips,
+            gateway,
+            redis,
+        }
+    }
+
+    /// A key of this test's engine, in `redis-cli` form.
+    pub fn cli(&self, args: &[&str]) -> String {
+        self.redis.cli(args)
+    }
+}
+
+pub fn client(gateway: &Gateway, trips: Arc<Trips>) -> RestClient {
+    RestClient::new(gateway.url(), GATEWAY_TOKEN, Duration::from_secs(10)).with_observer(trips)
+}
+
+/// A name no other test in this process uses.
+pub fn unique(name: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{name}{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn item(id: &str) -> ItemId {
+    ItemId::parse(id).unwrap()
+}
+
+/// The real time, unix seconds (for tests whose TTLs Redis measures).
+pub fn real_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
