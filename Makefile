@@ -1,5 +1,5 @@
 # The two commands a new user runs: `make dev` and `make test`.
-.PHONY: dev test build setup
+.PHONY: dev test build setup bench-engine
 
 dev:
 	bash scripts/dev.sh
@@ -13,3 +13,7 @@ build:
 
 setup:
 	bash scripts/setup.sh --test
+
+# Redis memory per like (Set vs Bitmap) and REST round trips per engine operation.
+bench-engine:
+	bash scripts/bench-engine.sh
