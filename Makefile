@@ -1,5 +1,5 @@
 # The two commands a new user runs: `make dev` and `make test`.
-.PHONY: dev test build setup bench-engine
+.PHONY: dev test build setup bench-engine bench-gateway
 
 dev:
 	bash scripts/dev.sh
@@ -17,3 +17,8 @@ setup:
 # Redis memory per like (Set vs Bitmap) and REST round trips per engine operation.
 bench-engine:
 	bash scripts/bench-engine.sh
+
+# REST gateway throughput: EVALSHA through tally-gateway vs redis-benchmark direct
+# vs the npm @humanwhocodes/upstash-redis-server, 64 connections, one run.
+bench-gateway:
+	bash scripts/bench-gateway.sh
