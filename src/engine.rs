@@ -375,7 +375,7 @@ impl Engine {
         keys.push(self.keys.viewers(item, day));
         args.push((day + VIEWERS_TTL_SECONDS).to_string());
         if let Some(idempotency) = idempotency {
-            keys.push(self.keys.idempotency(item, &idempotency.key));
+            keys.push(self.keys.idempotency(&idempotency.key));
             args.push(idempotency.fingerprint.clone());
             args.push(IDEMPOTENCY_TTL_SECONDS.to_string());
         }

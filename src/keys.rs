@@ -2,9 +2,10 @@
 //!
 //! An item's keys share the hash tag `{<item>}`: `tally:{blog/x}:stats`. Item ids
 //! cannot contain `{` or `}` ([`crate::item`]), so the tag is always the whole id.
-//! Rate-limit and trending keys are outside any item's tag; a write script takes
-//! the writer's rate-limit key next to the item's keys, which needs a single-shard
-//! Redis (Upstash, one `redis-server`), as the README says.
+//! Rate-limit, idempotency and trending keys are outside any item's tag; a write
+//! script takes the writer's rate-limit key (and a view its idempotency record)
+//! next to the item's keys, which needs a single-shard Redis (Upstash, one
+//! `redis-server`), as the README says.
 
 use crate::item::{CounterName, ItemId};
 
@@ -146,8 +147,10 @@ impl Keys {
     }
 
     /// The stored first answer to a view request with this `Idempotency-Key`.
-    pub fn idempotency(&self, item: &ItemId, key: &str) -> String {
-        self.item(item, &format!("idem:{key}"))
+    /// Not per item: the same key on another item is another request (409),
+    /// which the stored fingerprint (method, path, viewer) tells apart.
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}:idem:{{{key}}}", self.prefix)
     }
 
     /// The view counter of the bucket starting at `start` (unix seconds).

@@ -154,7 +154,7 @@ async fn an_idempotent_replay_returns_the_first_answer_counts_nothing_and_uses_n
     assert_eq!(conflict.outcome, Some(ViewOutcome::Conflict));
     assert_eq!(setup.engine.read(&page, None, now).await.unwrap().views, 2);
 
-    let record = setup.engine.keys().idempotency(&page, "retry-1");
+    let record = setup.engine.keys().idempotency("retry-1");
     let ttl: i64 = setup.cli(&["TTL", &record]).parse().unwrap();
     assert!(ttl > 86_000 && ttl <= 86_400, "{ttl}");
 }
@@ -179,7 +179,7 @@ async fn a_view_over_the_limit_writes_nothing() {
     assert_eq!(limited.outcome, None);
     assert_eq!(limited.rate.reset_seconds, 59);
     let keys = setup.engine.keys();
-    assert_eq!(setup.cli(&["EXISTS", &keys.idempotency(&page, "k")]), "0");
+    assert_eq!(setup.cli(&["EXISTS", &keys.idempotency("k")]), "0");
     assert_eq!(setup.cli(&["EXISTS", &keys.seen(&page, "v2")]), "0");
     assert_eq!(setup.engine.read(&page, None, 601).await.unwrap().views, 1);
 }
@@ -317,4 +317,38 @@ async fn trending_lists_the_most_viewed_items_of_the_current_window_first() {
         [trend("b", 3), trend("a", 3), trend("c", 2)]
     );
     assert!(setup.engine.trending(Window::Day, 0, now).await.is_err());
+}
+
+#[tokio::test]
+async fn an_idempotency_key_reused_on_another_item_is_a_conflict() {
+    let setup = Setup::start(Settings::default());
+    let (first, second) = (item(&unique("first")), item(&unique("second")));
+    let on = |page: &ItemId| Idempotency {
+        key: unique("key"),
+        fingerprint: format!("POST /v1/items/{page}/views v1"),
+    };
+    let key = on(&first);
+    let view = |page: ItemId, key: Idempotency| {
+        let engine = setup.engine.clone();
+        async move {
+            engine
+                .view(&page, "v1", "v1", 1_000, Some(&key), true)
+                .await
+                .unwrap()
+                .outcome
+        }
+    };
+    assert_eq!(view(first.clone(), key.clone()).await, recorded(1, true));
+    let reused = Idempotency {
+        fingerprint: on(&second).fingerprint,
+        ..key
+    };
+    assert_eq!(
+        view(second.clone(), reused).await,
+        Some(ViewOutcome::Conflict)
+    );
+    assert_eq!(
+        setup.engine.read(&second, None, 1_000).await.unwrap().views,
+        0
+    );
 }

@@ -9,6 +9,7 @@
 -- KEYS[6]  day       ... of the day bucket
 -- KEYS[7]  viewers   the HyperLogLog of today's (UTC) viewers
 -- KEYS[8]  idem      optional: the record of the first answer to this Idempotency-Key
+--                     (not per item: the key on another item is a conflict)
 -- ARGV[1]  now       unix seconds (the caller's clock)
 -- ARGV[2]  limit     writes allowed per rate-limit window
 -- ARGV[3]  window    rate-limit window width in seconds
