@@ -495,7 +495,7 @@ async fn the_demo_page_shows_items_a_chart_and_trending_and_is_kept_as_a_screens
     )
     .await;
     b.wait_until(
-        "[...document.querySelectorAll('#trending li')].some((li) => li.textContent.includes('demo:'))",
+        "[...document.querySelectorAll('#trending li span[title^=\"demo:\"]')].length >= 3",
         "trending lists the demo items",
     )
     .await;

@@ -105,7 +105,7 @@ impl Browser {
             "--disable-component-update",
             "--disable-sync",
             "--disable-dev-shm-usage",
-            "--window-size=1200,900",
+            "--window-size=1200,1000",
             &format!("--user-data-dir={}", profile.path().display()),
         ];
         let capabilities = json!({
