@@ -26,6 +26,8 @@ pub const MAX_SERIES_POINTS: i64 = 1_440;
 pub const MAX_BATCH_ITEMS: usize = 100;
 /// The most items one trending read returns.
 pub const MAX_TRENDING: usize = 100;
+/// Redis's largest bitmap (512 MB): ids at or above it use the Set whatever `BITMAP_MAX_ID` says.
+pub const MAX_BITMAP_BITS: u64 = 1 << 32;
 /// Significant digits float counters are read back with (see [`CounterValue`]).
 pub const FLOAT_DIGITS: usize = 15;
 
@@ -606,7 +608,7 @@ impl Engine {
             return None;
         };
         let id: u64 = who.parse().ok()?;
-        (id < max_id && id.to_string() == who).then_some(id)
+        (id < max_id.min(MAX_BITMAP_BITS) && id.to_string() == who).then_some(id)
     }
 
     fn rate_key(&self, limiter: &str, now: i64) -> String {
@@ -733,7 +735,16 @@ mod tests {
         let engine = Engine::new(rest, settings);
         assert_eq!(engine.bitmap_offset("42"), Some(42));
         assert_eq!(engine.bitmap_offset("0"), Some(0));
-        for other in ["042", "+42", "1000", "-1", "anon:42", ""] {
+        let unbounded = Engine::new(
+            engine.rest.clone(),
+            Settings {
+                likes_store: LikesStore::Bitmap { max_id: u64::MAX },
+                ..Settings::default()
+            },
+        );
+        assert_eq!(unbounded.bitmap_offset("4294967295"), Some(4_294_967_295));
+        assert_eq!(unbounded.bitmap_offset("4294967296"), None);
+        for other in ["042", "+42", "1000", "-1", "anon:42", "", " 42"] {
             assert_eq!(engine.bitmap_offset(other), None, "{other:?}");
         }
     }
