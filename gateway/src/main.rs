@@ -29,9 +29,9 @@ struct Args {
     /// Largest request body in bytes; larger bodies get 413.
     #[arg(long, env = "TALLY_GATEWAY_MAX_BODY_BYTES", default_value_t = 10 * 1024 * 1024)]
     max_body_bytes: usize,
-    /// Redis connections kept for /multi-exec transactions.
-    #[arg(long, env = "TALLY_GATEWAY_POOL_SIZE", default_value_t = 16)]
-    pool_size: usize,
+    /// Redis connections kept for /multi-exec transactions [default: 16, or $SRH_MAX_CONNECTIONS].
+    #[arg(long, env = "TALLY_GATEWAY_POOL_SIZE")]
+    pool_size: Option<usize>,
     /// Seconds a command may wait for Redis before the request gets 503.
     #[arg(long, env = "TALLY_GATEWAY_RESPONSE_TIMEOUT", default_value_t = 10)]
     response_timeout: u64,
@@ -47,6 +47,12 @@ fn from_srh(name: &str) -> Option<String> {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(mode) = from_srh("SRH_MODE").filter(|m| m != "env") {
+        eprintln!(
+            "tally-gateway: SRH_MODE={mode} is not supported; configure one Redis with SRH_CONNECTION_STRING and SRH_TOKEN (SRH_MODE=env)"
+        );
+        return ExitCode::FAILURE;
+    }
     let listen = args
         .listen
         .or_else(|| from_srh("SRH_PORT").map(|port| format!("0.0.0.0:{port}")))
@@ -69,7 +75,11 @@ async fn main() -> ExitCode {
     let mut config = tally_gateway::Config::new(redis_url, token);
     config.read_only_token = args.readonly_token;
     config.max_body_bytes = args.max_body_bytes;
-    config.pool_size = args.pool_size.max(1);
+    let pool_size = args
+        .pool_size
+        .or_else(|| from_srh("SRH_MAX_CONNECTIONS").and_then(|n| n.parse().ok()))
+        .unwrap_or(16);
+    config.pool_size = pool_size.max(1);
     config.response_timeout = Duration::from_secs(args.response_timeout.max(1));
 
     let (signalled, mut on_signal) = tokio::sync::watch::channel(false);

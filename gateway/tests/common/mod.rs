@@ -40,14 +40,21 @@ fn wait_for_port(port: u16, within: Duration) -> bool {
 pub struct Redis {
     pub port: u16,
     dir: TempDir,
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// With extra `redis-server` arguments, such as `["--requirepass", "pw"]`.
+    pub fn start_with(extra: &[&str]) -> Redis {
         let mut redis = Redis {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
             child: None,
         };
         redis.resume();
@@ -73,6 +80,7 @@ impl Redis {
             .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .spawn()
