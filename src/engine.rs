@@ -544,9 +544,10 @@ impl Engine {
             .rest
             .eval(&scripts::RATE_LIMIT, &keys, &self.rate_args(now))
             .await?;
-        let fields = integers(&answer, 3)?;
+        // {admitted, count, limit, reset}: the limit is the one sent.
+        let fields = integers(&answer, 4)?;
         Ok(Limited {
-            rate: self.rate_status(fields[1], fields[2]),
+            rate: self.rate_status(fields[1], fields[3]),
             outcome: (fields[0] == 1).then_some(()),
         })
     }

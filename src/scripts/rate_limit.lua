@@ -6,9 +6,10 @@
 -- ARGV[2]  limit    hits allowed per window
 -- ARGV[3]  window   window width in seconds
 --
--- Returns {admitted (0/1), count, reset_seconds}.
+-- Returns {admitted (0/1), count, limit, reset_seconds}.
 --
 -- Atomic because the check and the INCR must be one step: read-then-increment
 -- from two requests would let concurrent hits past the limit.
-local admitted, count, reset = rate_limit(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))
-return {admitted and 1 or 0, count, reset}
+local limit = tonumber(ARGV[2])
+local admitted, count, reset = rate_limit(KEYS[1], tonumber(ARGV[1]), limit, tonumber(ARGV[3]))
+return {admitted and 1 or 0, count, limit, reset}
