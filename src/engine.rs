@@ -412,6 +412,7 @@ impl Engine {
         };
         let keys = [self.keys.counters(item)];
         let args = [
+            // ARGV[1] is the time slot every script has; counters keep no time.
             "0".to_owned(),
             Keys::counter_field(name),
             kind.to_owned(),
