@@ -345,13 +345,21 @@ fn status_error(status: u16, body: &Value) -> RestError {
 }
 
 fn classify(error: reqwest::Error) -> RestError {
-    if error.is_timeout() {
+    if error.is_timeout() || aborted_by_timeout(&error) {
         RestError::Timeout
     } else if error.is_decode() {
         RestError::Decode(error.to_string())
     } else {
         RestError::Transport(error.to_string())
     }
+}
+
+/// workerd rejects a fetch aborted by reqwest's timer with `Error: <reason>`
+/// instead of the bare reason reqwest compares against, so reqwest reports its
+/// own timeout as a request error; the reason is still in the source.
+fn aborted_by_timeout(error: &reqwest::Error) -> bool {
+    std::error::Error::source(error)
+        .is_some_and(|source| source.to_string().contains("reqwest::errors::TimedOut"))
 }
 
 #[cfg(test)]
