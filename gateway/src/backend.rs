@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_redis::{Manager, Pool, Runtime};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -15,6 +15,9 @@ use tokio::sync::Mutex;
 use crate::command::Command;
 use crate::encode::error_text;
 use crate::metrics::Metrics;
+
+/// How long after a failed connection attempt requests fail without trying again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(200);
 
 /// Why Redis did not answer.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,9 @@ pub struct Backend {
     current: RwLock<Option<(u64, MultiplexedConnection)>>,
     // One reconnect at a time; others wait for its outcome.
     connecting: Mutex<()>,
+    // When the last connection attempt failed: for a moment after it, requests
+    // fail fast instead of each waiting out its own connect timeout.
+    failed_at: std::sync::Mutex<Option<Instant>>,
     generation: AtomicU64,
     pool: Pool,
     metrics: Arc<Metrics>,
@@ -75,6 +81,7 @@ impl Backend {
             config,
             current: RwLock::new(None),
             connecting: Mutex::new(()),
+            failed_at: std::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
             pool,
             metrics,
@@ -152,11 +159,30 @@ impl Backend {
         if let Some(current) = self.live() {
             return Ok(current);
         }
-        let conn = self
+        let recently_failed = self
+            .failed_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|at| at.elapsed() < RETRY_AFTER_FAILURE);
+        if recently_failed {
+            return Err(BackendError::Unavailable(
+                "the last connection attempt failed just now".into(),
+            ));
+        }
+        let conn = match self
             .client
             .get_multiplexed_async_connection_with_config(&self.config)
             .await
-            .map_err(|e| BackendError::Unavailable(e.to_string()))?;
+        {
+            Ok(conn) => conn,
+            Err(e) => {
+                *self
+                    .failed_at
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+                return Err(BackendError::Unavailable(e.to_string()));
+            }
+        };
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         if generation > 1 {
             self.metrics.redis_reconnects.inc();
