@@ -224,6 +224,35 @@ async fn a_page_load_records_one_view_and_a_reload_inside_the_dedupe_window_does
 }
 
 #[tokio::test]
+async fn two_elements_for_one_item_record_a_single_view_and_share_the_like() {
+    let site = Site::shared();
+    let item = "browser:twice-on-a-page";
+    let b = Browser::launch().await;
+    b.goto(&site.page_with(&[item, item])).await;
+    b.wait_until(
+        &format!("[...document.querySelectorAll('tally-views[item=\"{item}\"]')].every((el) => el.getAttribute('views') === '1')"),
+        "both elements show the one view",
+    )
+    .await;
+    let events = b.eval("return window.events;", vec![]).await;
+    assert_eq!(
+        events,
+        json!([["tally:view", {"item": item, "views": 1, "counted": true}]]),
+        "one view recorded"
+    );
+    assert_eq!(site.item(item).await["views"], 1);
+
+    b.like_button(item).await.click().await.expect("click");
+    assert_eq!(b.settled_like(item).await, (1, true));
+    b.wait_until(
+        &format!("[...document.querySelectorAll('tally-like[item=\"{item}\"]')].every((el) => el.hasAttribute('liked') && el.getAttribute('likes') === '1')"),
+        "the other button follows",
+    )
+    .await;
+    b.close().await;
+}
+
+#[tokio::test]
 async fn with_the_gateway_stopped_a_click_shows_the_failure_and_the_count_rolls_back() {
     let mut site = Site::start();
     let item = "browser:gateway-down";
