@@ -61,6 +61,11 @@ pub enum Refusal {
 }
 
 impl Command {
+    /// The command name as sent (empty for none, which parsing never produces).
+    pub fn raw_name(&self) -> &[u8] {
+        self.parts.first().map_or(&[], Vec::as_slice)
+    }
+
     /// The command name, upper-cased (lossy for non-UTF-8 names, which Redis rejects anyway).
     pub fn name(&self) -> String {
         self.parts
@@ -175,7 +180,7 @@ impl Command {
         }
         if read_only && self.writes() {
             return Err(Refusal::ReadOnly(
-                String::from_utf8_lossy(&self.parts[0]).to_lowercase(),
+                String::from_utf8_lossy(self.raw_name()).to_lowercase(),
             ));
         }
         Ok(())
@@ -190,8 +195,8 @@ impl Command {
             "FCALL" => Some(b"FCALL_RO"),
             _ => None,
         };
-        if let Some(name) = replacement {
-            self.parts[0] = name.to_vec();
+        if let (Some(name), Some(first)) = (replacement, self.parts.first_mut()) {
+            *first = name.to_vec();
         }
         self
     }
@@ -206,7 +211,7 @@ impl Command {
     }
 
     fn writes(&self) -> bool {
-        let name = String::from_utf8_lossy(&self.parts[0]).to_ascii_lowercase();
+        let name = String::from_utf8_lossy(self.raw_name()).to_ascii_lowercase();
         if WRITES.binary_search(&name.as_str()).is_ok() {
             return true;
         }

@@ -162,7 +162,7 @@ async fn one(
     encoding: Encoding,
     label: &mut String,
 ) -> Result<Response, GatewayError> {
-    *label = command_label(&command.parts[0]);
+    *label = command_label(command.raw_name());
     command.check(access == Access::ReadOnly)?;
     let command = restrict(command, access);
     let value = app.backend.run(&command).await?;
@@ -298,7 +298,7 @@ fn count(
         if e.details().is_some_and(|d| d.starts_with("unknown command")));
     let name = match unknown {
         true => "other".to_owned(),
-        false => command_label(&command.parts[0]),
+        false => command_label(command.raw_name()),
     };
     if let Some(label) = label {
         name.clone_into(label);
