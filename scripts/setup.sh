@@ -27,6 +27,18 @@ if [ "${#packages[@]}" -gt 0 ]; then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
 fi
 
+# Python tools only the tests use: Schemathesis fuzzes the worker from its
+# OpenAPI document, prometheus_client parses /metrics, openapi-spec-validator
+# checks the document. Pinned, since their CLIs and parsers change.
+if [ "$with_test_tools" = 1 ]; then
+  if ! command -v schemathesis >/dev/null \
+    || ! python3 -c 'import prometheus_client, openapi_spec_validator, jsonschema' 2>/dev/null; then
+    say "pip install schemathesis prometheus-client openapi-spec-validator"
+    python3 -m pip install --quiet --disable-pip-version-check \
+      schemathesis==4.32.5 prometheus-client==0.26.0 openapi-spec-validator==0.9.0 jsonschema
+  fi
+fi
+
 # The wasm target and the two CLIs worker-build drives.
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   say "rustup target add wasm32-unknown-unknown"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check Tally has: formatting, clippy for the host and for wasm32,
-# the deployable bundle (with its size), and the unit and end-to-end tests
-# against a real redis-server, the gateway and the worker under wrangler dev.
+# the deployable bundle (with its size), the unit and end-to-end tests against
+# a real redis-server, the gateway and the worker under wrangler dev, and a
+# bounded Schemathesis run against that worker.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
@@ -17,3 +18,5 @@ export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
 step node_modules/.bin/wrangler deploy --dry-run --outdir target/deploy
 step bash scripts/size.sh target/deploy/*.wasm
 step cargo test --workspace --locked
+# Schemathesis against the real worker, from its own /openapi.json (bounded).
+step bash scripts/schemathesis.sh

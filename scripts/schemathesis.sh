@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Fuzzes the worker from its own OpenAPI document with Schemathesis: a bounded
+# number of generated requests per operation, failing on any 5xx, any response
+# whose status, content type, headers or body the document does not allow.
+#
+#   bash scripts/schemathesis.sh              # starts redis-server, the gateway and
+#                                             # `wrangler dev` on free ports, then stops them
+#   bash scripts/schemathesis.sh URL API_KEY  # fuzzes a worker that is already running
+#
+# Needs the built bundle in build/ (scripts/build.sh) and `schemathesis` from pip
+# (scripts/setup.sh --test).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
+examples="${TALLY_FUZZ_EXAMPLES:-25}"
+say() { printf '\033[1mschemathesis:\033[0m %s\n' "$*"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+wait_http() { # url, seconds
+  for _ in $(seq 1 $(($2 * 5))); do
+    curl -s -o /dev/null "$1" && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+if [ $# -ge 2 ]; then
+  base="$1"
+  api_key="$2"
+else
+  [ -f build/index.js ] || { echo "build/index.js is missing: run scripts/build.sh first" >&2; exit 1; }
+  work=$(mktemp -d)
+  pids=()
+  stop() {
+    for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+  }
+  trap stop EXIT
+
+  redis_port=$(free_port)
+  gateway_port=$(free_port)
+  worker_port=$(free_port)
+  gateway_token="fuzz-gateway-token"
+  api_key="fuzz-api-key"
+
+  cargo build -q -p tally-gateway
+  setsid redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no \
+    --dir "$work" --loglevel warning >/dev/null &
+  pids+=($!)
+  setsid target/debug/tally-gateway --listen "127.0.0.1:$gateway_port" \
+    --redis-url "redis://127.0.0.1:$redis_port" --token "$gateway_token" >"$work/gateway.log" 2>&1 &
+  pids+=($!)
+
+  # A wrangler config of its own, so the developer's .dev.vars is never read.
+  mkdir -p "$work/worker"
+  {
+    echo 'name = "tally-fuzz"'
+    echo "main = \"$PWD/build/index.js\""
+    grep '^compatibility_date' wrangler.toml
+  } >"$work/worker/wrangler.toml"
+  cat >"$work/worker/.dev.vars" <<VARS
+UPSTASH_REDIS_REST_URL=http://127.0.0.1:$gateway_port
+UPSTASH_REDIS_REST_TOKEN=$gateway_token
+TALLY_JWT_SECRET=fuzz-jwt-secret
+TALLY_API_KEY=$api_key
+RATE_LIMIT_PER_MINUTE=100000
+VARS
+  (
+    cd "$work/worker"
+    WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false XDG_CONFIG_HOME="$work" \
+      exec setsid "$OLDPWD/node_modules/.bin/wrangler" dev --ip 127.0.0.1 --port "$worker_port" \
+      --inspector-port "$(free_port)" --log-level warn </dev/null >"$work/wrangler.log" 2>&1
+  ) &
+  pids+=($!)
+  base="http://127.0.0.1:$worker_port"
+  if ! wait_http "$base/healthz" 90; then
+    cat "$work/wrangler.log" >&2
+    exit 1
+  fi
+fi
+
+# A real anonymous identity for the operations that need a token.
+token=$(curl -sf -X POST "$base/v1/visitors" | python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')
+export TALLY_FUZZ_TOKEN="$token" TALLY_FUZZ_API_KEY="$api_key"
+
+say "$examples examples per operation against $base"
+schemathesis --config-file scripts/schemathesis.toml run "$base/openapi.json" \
+  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
+  --phases examples,coverage,fuzzing \
+  --max-examples "$examples" \
+  --seed 20261127 \
+  --workers 1 \
+  --request-timeout 10 \
+  --no-shrink \
+  --warnings off
