@@ -176,6 +176,8 @@ impl Backend {
         {
             Ok(conn) => conn,
             Err(e) => {
+                // Logged here, at most once per RETRY_AFTER_FAILURE, not per request.
+                eprintln!("tally-gateway: cannot connect to Redis: {e}");
                 *self
                     .failed_at
                     .lock()
@@ -209,6 +211,7 @@ impl Backend {
                     let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
                     // Only if no one has replaced it already.
                     if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+                        eprintln!("tally-gateway: lost the connection to Redis: {e}");
                         *current = None;
                     }
                 }

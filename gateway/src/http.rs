@@ -72,14 +72,8 @@ pub async fn handle(State(app): State<Arc<App>>, request: Request) -> Response {
     let mut command = String::from("-");
     let response = match route(&app, endpoint, request, &mut command).await {
         Ok(response) => response,
-        Err(error) => {
-            if let GatewayError::Unavailable(crate::backend::BackendError::Unavailable(detail)) =
-                &error
-            {
-                eprintln!("tally-gateway: Redis unavailable: {detail}");
-            }
-            error.into_response()
-        }
+        // Redis failures are logged by the backend, once per outage rather than per request.
+        Err(error) => error.into_response(),
     };
     let endpoint = endpoint.label();
     app.metrics

@@ -11,6 +11,9 @@
 //! - [`http`]: routes, limits and answers; [`error`]: failures as HTTP;
 //! - [`metrics`]: Prometheus counters and histograms.
 
+// No unwrap()/expect() in serving code; tests may panic on setup failures.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
 pub mod auth;
 pub mod backend;
 pub mod command;
