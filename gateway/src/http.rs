@@ -156,9 +156,14 @@ async fn one(
     encoding: Encoding,
     label: &mut String,
 ) -> Result<Response, GatewayError> {
-    *label = command_label(command.raw_name());
-    command.check(access == Access::ReadOnly)?;
+    if let Err(refusal) = command.check(access == Access::ReadOnly) {
+        // Only known command names are refused, so the label set stays bounded.
+        *label = command_label(command.raw_name());
+        return Err(refusal.into());
+    }
     let command = restrict(command, access);
+    // The label is set once Redis has answered (unknown names become `other`),
+    // so a request that got no answer (503) keeps `-`.
     let value = app.backend.run(&command).await?;
     count(app, endpoint, &command, &value, Some(label));
     match &value {

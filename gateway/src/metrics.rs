@@ -12,8 +12,9 @@ use prometheus_client::registry::Registry;
 pub struct RequestLabels {
     /// `/`, `/{cmd}` (path style), `/pipeline`, `/multi-exec`, `/healthz`, `/metrics`, or `other`.
     pub endpoint: &'static str,
-    /// The command (lower case) for one-command requests, `batch` for pipelines
-    /// and transactions, `-` when none was read.
+    /// The command (lower case; `other` for names Redis does not know) for
+    /// one-command requests, `batch` for pipelines and transactions, `-` when
+    /// no command was read or Redis did not answer.
     pub command: String,
     /// The HTTP status code.
     pub status: u16,
