@@ -393,3 +393,64 @@ async fn a_redis_call_that_times_out_shows_in_the_failure_counter() {
         .sum();
     assert_eq!(timed_out, 1.0, "{text}");
 }
+
+#[test]
+fn the_dashboard_reads_only_metrics_the_worker_exports() {
+    let text = std::fs::read_to_string(support::root().join("dashboards/tally.json"))
+        .expect("read dashboards/tally.json");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables");
+    assert!(
+        variables.iter().any(|v| v["name"] == "datasource"
+            && v["type"] == "datasource"
+            && v["query"] == "prometheus"),
+        "a Prometheus datasource variable makes the dashboard importable as is"
+    );
+
+    // Every series name the worker can export, from a delta with every family in it.
+    let mut m = Metrics::new();
+    m.request("/healthz", "GET", 429, Duration::from_millis(1));
+    m.round_trip(
+        "EVALSHA",
+        Some("view"),
+        Outcome::Timeout,
+        Duration::from_millis(1),
+    );
+    m.noscript_fallback();
+    m.view(true);
+    m.view(false);
+    m.like_changed(true);
+    let exported: std::collections::HashSet<String> = parse(&m.render())
+        .into_keys()
+        .map(|(name, _)| name)
+        .collect();
+
+    let mut queries = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("every target has a query");
+            assert_eq!(target["datasource"]["uid"], "${datasource}");
+            let names: Vec<&str> = expr
+                .match_indices("tally_")
+                .map(|(at, _)| {
+                    let rest = &expr[at..];
+                    let end = rest
+                        .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                        .unwrap_or(rest.len());
+                    &rest[..end]
+                })
+                .collect();
+            assert!(!names.is_empty(), "{expr}");
+            for name in names {
+                assert!(
+                    exported.contains(name),
+                    "{name} in `{expr}` is not exported"
+                );
+            }
+            queries += 1;
+        }
+    }
+    assert!(queries >= 10, "only {queries} queries");
+}
