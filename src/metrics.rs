@@ -530,13 +530,19 @@ impl Batch {
     }
 }
 
+/// How long a batch may stay in flight before it is presumed lost and may be
+/// sent again (safe: the flush script applies each number once). Covers a
+/// `wait_until` task that the runtime cancelled halfway.
+pub const FLIGHT_LEASE_MS: f64 = 60_000.0;
+
 /// One isolate's counts on their way to Redis: what is still open, and at most
 /// one sealed batch that is in flight or waiting to be sent again.
 #[derive(Debug, Default)]
 pub struct Outbox {
     open: Metrics,
     sealed: Option<Batch>,
-    in_flight: bool,
+    /// The number of the batch in flight and when it left (ms).
+    in_flight: Option<(u64, f64)>,
     next_seq: u64,
 }
 
@@ -554,11 +560,13 @@ impl Outbox {
         &mut self.open
     }
 
-    /// The batch to send now, if any: the sealed one again (a retry), else the
-    /// open counts sealed under the next number. `None` while a batch is in
-    /// flight, so the numbers reach Redis in order.
-    pub fn begin(&mut self) -> Option<Batch> {
-        if self.in_flight {
+    /// The batch to send at `now_ms`, if any: the sealed one again (a retry),
+    /// else the open counts sealed under the next number. `None` while a batch
+    /// is in flight (for up to [`FLIGHT_LEASE_MS`]), so numbers reach Redis in order.
+    pub fn begin(&mut self, now_ms: f64) -> Option<Batch> {
+        if let Some((_, since)) = self.in_flight
+            && now_ms - since < FLIGHT_LEASE_MS
+        {
             return None;
         }
         if self.sealed.is_none() && !self.open.is_empty() {
@@ -570,15 +578,18 @@ impl Outbox {
             self.next_seq += 1;
         }
         let batch = self.sealed.clone()?;
-        self.in_flight = true;
+        self.in_flight = Some((batch.seq, now_ms));
         Some(batch)
     }
 
-    /// Ends the flight begun by [`Outbox::begin`]: a delivered batch is dropped,
-    /// a failed one is kept to be sent again with the same number.
-    pub fn finish(&mut self, delivered: bool) {
-        self.in_flight = false;
-        if delivered {
+    /// Ends the flight of batch `seq` begun by [`Outbox::begin`]: a delivered
+    /// batch is dropped, a failed one is kept to be sent again under its number.
+    /// A late answer for an older flight changes nothing else.
+    pub fn finish(&mut self, seq: u64, delivered: bool) {
+        if self.in_flight.is_some_and(|(flying, _)| flying == seq) {
+            self.in_flight = None;
+        }
+        if delivered && self.sealed.as_ref().is_some_and(|b| b.seq == seq) {
             self.sealed = None;
         }
     }
@@ -709,18 +720,36 @@ mod tests {
     fn a_failed_batch_is_sent_again_under_the_same_number() {
         let mut outbox = Outbox::new();
         outbox.open().view(true);
-        let first = outbox.begin().unwrap();
+        let first = outbox.begin(0.0).unwrap();
         assert_eq!(first.seq, 1);
-        assert_eq!(outbox.begin(), None, "one batch in flight at a time");
+        assert_eq!(outbox.begin(1.0), None, "one batch in flight at a time");
         outbox.open().view(true);
-        outbox.finish(false);
-        assert_eq!(outbox.begin().unwrap(), first, "the same batch again");
-        outbox.finish(true);
-        let second = outbox.begin().unwrap();
+        outbox.finish(1, false);
+        assert_eq!(outbox.begin(2.0).unwrap(), first, "the same batch again");
+        outbox.finish(1, true);
+        let second = outbox.begin(3.0).unwrap();
         assert_eq!(second.seq, 2);
         assert_eq!(second.metrics.get("views"), 1);
-        outbox.finish(true);
+        outbox.finish(2, true);
         assert!(!outbox.has_pending());
-        assert_eq!(outbox.begin(), None);
+        assert_eq!(outbox.begin(4.0), None);
+    }
+
+    #[test]
+    fn a_flight_that_never_ends_is_presumed_lost_after_the_lease() {
+        let mut outbox = Outbox::new();
+        outbox.open().view(true);
+        let lost = outbox.begin(0.0).unwrap();
+        assert_eq!(outbox.begin(FLIGHT_LEASE_MS - 1.0), None);
+        assert_eq!(outbox.begin(FLIGHT_LEASE_MS).unwrap(), lost);
+        outbox.finish(1, true);
+        outbox.open().view(false);
+        let next = outbox.begin(FLIGHT_LEASE_MS + 1.0).unwrap();
+        // The lost flight's late answer must not drop the next batch.
+        outbox.finish(1, true);
+        assert!(outbox.has_pending());
+        assert_eq!(outbox.begin(FLIGHT_LEASE_MS + 2.0), None);
+        outbox.finish(next.seq, true);
+        assert!(!outbox.has_pending());
     }
 }

@@ -20,7 +20,7 @@ use super::config::Config;
 use super::error::AppError;
 use super::identity;
 use crate::keys::Keys;
-use crate::metrics::{Batch, FLUSH, Metrics, Outbox, Outcome, UNMATCHED_ROUTE};
+use crate::metrics::{Batch, FLIGHT_LEASE_MS, FLUSH, Metrics, Outbox, Outcome, UNMATCHED_ROUTE};
 use crate::rest::{RestClient, RestObserver, RoundTrip};
 
 /// The OpenAPI 3.1 document of the worker's API, served as is.
@@ -48,8 +48,8 @@ thread_local! {
         (worker::js_sys::Math::random() * 2f64.powi(52)) as u64,
         (worker::js_sys::Math::random() * 2f64.powi(52)) as u64,
     );
-    /// Whether a flush task is pending or running in this isolate.
-    static FLUSH_TASK: Cell<bool> = const { Cell::new(false) };
+    /// When this isolate's pending or running flush task was scheduled (ms; 0: none).
+    static FLUSH_TASK_SINCE: Cell<f64> = const { Cell::new(0.0) };
     /// When the next flush may start (ms since the epoch).
     static NEXT_FLUSH_AT: Cell<f64> = const { Cell::new(0.0) };
 }
@@ -141,7 +141,9 @@ fn flush_interval_ms(env: &Env) -> f64 {
 
 fn schedule_flush(ctx: &Context, env: &Env) {
     let pending = OUTBOX.with(|outbox| outbox.borrow().has_pending());
-    if !pending || FLUSH_TASK.get() {
+    // A task the runtime cancelled never clears its mark; after the lease, another may start.
+    let since = FLUSH_TASK_SINCE.get();
+    if !pending || (since > 0.0 && now_ms() - since < FLIGHT_LEASE_MS) {
         return;
     }
     // Without a working configuration there is nowhere to flush to; the
@@ -149,7 +151,7 @@ fn schedule_flush(ctx: &Context, env: &Env) {
     let Ok(config) = Config::from_env(env) else {
         return;
     };
-    FLUSH_TASK.set(true);
+    FLUSH_TASK_SINCE.set(now_ms());
     let interval = flush_interval_ms(env);
     let wait = (NEXT_FLUSH_AT.get() - now_ms()).clamp(0.0, MAX_FLUSH_SECONDS * 1000.0);
     ctx.wait_until(async move {
@@ -159,11 +161,11 @@ fn schedule_flush(ctx: &Context, env: &Env) {
         let client = client(&config);
         let keys = Keys::new(config.settings.prefix.clone());
         for _ in 0..MAX_FLUSHES_PER_TASK {
-            let Some(batch) = OUTBOX.with(|outbox| outbox.borrow_mut().begin()) else {
+            let Some(batch) = OUTBOX.with(|outbox| outbox.borrow_mut().begin(now_ms())) else {
                 break;
             };
             let sent = send(&client, &keys, &batch, false).await;
-            OUTBOX.with(|outbox| outbox.borrow_mut().finish(sent.is_ok()));
+            OUTBOX.with(|outbox| outbox.borrow_mut().finish(batch.seq, sent.is_ok()));
             let pause = if sent.is_ok() {
                 interval
             } else {
@@ -178,7 +180,7 @@ fn schedule_flush(ctx: &Context, env: &Env) {
                 break;
             }
         }
-        FLUSH_TASK.set(false);
+        FLUSH_TASK_SINCE.set(0.0);
     });
 }
 
@@ -206,11 +208,11 @@ pub async fn serve(req: &Request, config: &Config) -> Result<Response, AppError>
     identity::api_key(req, config)?;
     let client = client(config);
     let keys = Keys::new(config.settings.prefix.clone());
-    let batch = OUTBOX.with(|outbox| outbox.borrow_mut().begin());
+    let batch = OUTBOX.with(|outbox| outbox.borrow_mut().begin(now_ms()));
     let hash = match &batch {
         Some(batch) => {
             let sent = send(&client, &keys, batch, true).await;
-            OUTBOX.with(|outbox| outbox.borrow_mut().finish(sent.is_ok()));
+            OUTBOX.with(|outbox| outbox.borrow_mut().finish(batch.seq, sent.is_ok()));
             sent?
         }
         None => {
