@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Fuzzes the worker from its own OpenAPI document with Schemathesis: a bounded
-# number of generated requests per operation, failing on any 5xx, any response
-# whose status, content type, headers or body the document does not allow.
+# number of generated requests per operation (TALLY_FUZZ_EXAMPLES, default 50),
+# failing on any 5xx, any response whose status, content type, headers or body
+# the document does not allow, invalid input that is not refused with a 4xx,
+# and a secured route that answers without its credentials.
 #
 #   bash scripts/schemathesis.sh              # starts redis-server, the gateway and
 #                                             # `wrangler dev` on free ports, then stops them
@@ -13,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
-examples="${TALLY_FUZZ_EXAMPLES:-25}"
+examples="${TALLY_FUZZ_EXAMPLES:-50}"
 say() { printf '\033[1mschemathesis:\033[0m %s\n' "$*"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 wait_http() { # url, seconds
@@ -85,8 +87,14 @@ token=$(curl -sf -X POST "$base/v1/visitors" | python3 -c 'import json, sys; pri
 export TALLY_FUZZ_TOKEN="$token" TALLY_FUZZ_API_KEY="$api_key"
 
 say "$examples examples per operation against $base"
+# Every check but two: `positive_data_acceptance` expects any schema-valid
+# request to succeed, but a series may span at most 1440 buckets, a limit across
+# two parameters that a schema cannot state (documented, answered 400); and
+# `unsupported_method`, because workers-rs reads a method it does not know
+# (QUERY, say) as GET, so such a request is answered like a GET, not with 405.
 schemathesis --config-file scripts/schemathesis.toml run "$base/openapi.json" \
-  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
+  --checks all \
+  --exclude-checks positive_data_acceptance,unsupported_method \
   --phases examples,coverage,fuzzing \
   --max-examples "$examples" \
   --seed 20261127 \

@@ -14,7 +14,7 @@ use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 use std::time::Duration;
 
-use worker::{Context, Env, Method, Request, Response, ResponseBody};
+use worker::{Context, Env, Request, Response, ResponseBody};
 
 use super::config::Config;
 use super::error::AppError;
@@ -91,7 +91,7 @@ pub fn record(
     ctx: &Context,
     env: &Env,
     route: Option<&'static str>,
-    method: &Method,
+    method: &str,
     response: &Response,
     started_ms: f64,
 ) {
@@ -99,7 +99,7 @@ pub fn record(
     let status = response.status_code();
     let took = Duration::from_secs_f64((now_ms() - started_ms).max(0.0) / 1000.0);
     count(|m| {
-        m.request(route, method.as_ref(), status, took);
+        m.request(route, method, status, took);
         if status == 200 {
             outcome_of_body(m, route, response.body());
         }
