@@ -298,6 +298,94 @@ async fn metrics_need_the_api_key_and_count_exactly_the_requests_made() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (_, again) = scrape(&http, &stack.worker).await;
     assert_eq!(sample(&again, "tally_http_requests_total", reads), N as f64);
+
+    // Redis forgets its scripts: the next read's EVALSHA falls back to EVAL once.
+    let fallbacks = sample(&again, "tally_redis_noscript_fallbacks_total", "");
+    stack.redis.cli(&["SCRIPT", "FLUSH"]);
+    let read = http
+        .get(stack.worker.url("/v1/items/metrics-secret-item"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let (text, after) = scrape_until(&http, &stack.worker, "one more read", |s| {
+        sample(s, "tally_http_requests_total", reads) > N as f64
+    })
+    .await;
+    assert_eq!(
+        sample(&after, "tally_redis_noscript_fallbacks_total", ""),
+        fallbacks + 1.0,
+        "{text}"
+    );
+}
+
+/// Calls of EVALSHA and EVAL that Redis has run so far.
+fn script_calls(redis: &Redis) -> u64 {
+    redis
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+/// Waits until the metrics hash counts `field` at least `at_least` times.
+fn wait_for_field(redis: &Redis, field: &str, at_least: u64) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let count: u64 = redis
+            .cli(&["HGET", "tally:{#metrics}", field])
+            .parse()
+            .unwrap_or(0);
+        if count >= at_least {
+            return Instant::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{field} never reached {at_least}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test]
+async fn a_request_makes_one_round_trip_and_its_metrics_follow_after_the_response() {
+    let stack = Stack::start_with(&[("METRICS_FLUSH_SECONDS", "3")]);
+    let http = reqwest::Client::new();
+    let url = stack.worker.url("/v1/items/metrics-one-trip");
+    let field = "req|/v1/items/{item}|GET|200";
+
+    // Warm up: the read script gets cached; its flush opens a 3 s window.
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
+    let flushed = wait_for_field(&stack.redis, field, 1);
+
+    let before = script_calls(&stack.redis);
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
+    let answered = Instant::now();
+    assert_eq!(
+        script_calls(&stack.redis),
+        before + 1,
+        "the response cost exactly one script call; the flush had not run yet"
+    );
+    assert!(
+        answered - flushed < Duration::from_secs(3),
+        "the window is still open"
+    );
+
+    let counted = wait_for_field(&stack.redis, field, 2);
+    assert_eq!(script_calls(&stack.redis), before + 2, "then one flush");
+    assert!(
+        counted - flushed >= Duration::from_millis(2_500),
+        "the flush waited for its window ({:?})",
+        counted - flushed
+    );
 }
 
 /// A TCP proxy to the gateway that can instead accept connections and never answer.
