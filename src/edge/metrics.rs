@@ -60,6 +60,11 @@ pub fn now_ms() -> f64 {
     worker::js_sys::Date::now()
 }
 
+/// A duration from milliseconds; anything negative or not finite is zero.
+fn millis(ms: f64) -> Duration {
+    Duration::try_from_secs_f64(ms / 1000.0).unwrap_or_default()
+}
+
 /// Counts every Redis REST round trip and NOSCRIPT fallback of a client.
 #[derive(Debug)]
 struct Observer;
@@ -67,7 +72,7 @@ struct Observer;
 impl RestObserver for Observer {
     fn round_trip(&self, trip: &RoundTrip<'_>) {
         let outcome = Outcome::of(trip.error);
-        let took = Duration::from_secs_f64(trip.millis.max(0.0) / 1000.0);
+        let took = millis(trip.millis);
         count(|m| m.round_trip(trip.command, trip.script, outcome, took));
     }
 
@@ -97,7 +102,7 @@ pub fn record(
 ) {
     let route = route.unwrap_or(UNMATCHED_ROUTE);
     let status = response.status_code();
-    let took = Duration::from_secs_f64((now_ms() - started_ms).max(0.0) / 1000.0);
+    let took = millis(now_ms() - started_ms);
     count(|m| {
         m.request(route, method, status, took);
         if status == 200 {
@@ -156,7 +161,7 @@ fn schedule_flush(ctx: &Context, env: &Env) {
     let wait = (NEXT_FLUSH_AT.get() - now_ms()).clamp(0.0, MAX_FLUSH_SECONDS * 1000.0);
     ctx.wait_until(async move {
         if wait > 0.0 {
-            worker::Delay::from(Duration::from_secs_f64(wait / 1000.0)).await;
+            worker::Delay::from(millis(wait)).await;
         }
         let client = client(&config);
         let keys = Keys::new(config.settings.prefix.clone());
