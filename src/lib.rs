@@ -8,7 +8,12 @@
 //!   - [`scripts`]: the Lua scripts and their SHA1s;
 //!   - [`rest`]: the Upstash REST protocol client (`reqwest`, the same code in wasm);
 //!   - [`engine`]: the counting engine — likes, views, counters, reads — over [`rest`];
+//!   - [`token`]: HS256 identity tokens, verified and minted;
+//!   - [`viewer`]: anonymous viewer ids (a keyed daily hash) and bot detection;
 //! - [`edge`] (wasm32 only): the HTTP edge — entry point, router, handlers, config.
+
+// No unwrap()/expect() in serving code; tests may panic on setup failures.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod engine;
 pub mod item;
@@ -16,6 +21,8 @@ pub mod keys;
 pub mod metrics;
 pub mod rest;
 pub mod scripts;
+pub mod token;
+pub mod viewer;
 
 #[cfg(target_arch = "wasm32")]
 mod edge;

@@ -2,33 +2,125 @@
 
 use worker::{Response, console_error};
 
+use crate::engine::{EngineError, RateStatus};
 use crate::rest::RestError;
 
 /// Everything a request can fail with, as the client is allowed to see it.
+///
+/// Each variant's message is what the client reads; details that must not
+/// leave the worker (Redis errors, keys, scripts, secrets) are logged instead.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    /// The item id in the path is not a valid id.
+    #[error("{0}")]
+    InvalidItem(String),
+    /// The counter name in the path is not a valid name.
+    #[error("{0}")]
+    InvalidName(String),
+    /// The body is not the JSON the route expects.
+    #[error("{0}")]
+    InvalidBody(String),
+    /// A query parameter is missing or malformed.
+    #[error("{0}")]
+    InvalidQuery(String),
+    /// A request header is malformed.
+    #[error("{0}")]
+    InvalidHeader(String),
+    /// No credentials, or credentials that do not check out.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// No route has this path.
+    #[error("no route matches this path")]
+    NotFound,
+    /// The route exists but not with this method; carries the `Allow` value.
+    #[error("this route does not answer this method")]
+    MethodNotAllowed(String),
+    /// An `Idempotency-Key` was reused with a different request.
+    #[error("this Idempotency-Key was already used with a different request")]
+    IdempotencyConflict,
+    /// The body is over the limit.
+    #[error("request bodies are limited to 8 KiB")]
+    BodyTooLarge,
+    /// The caller is over the write limit; carries the window's status.
+    #[error("too many writes: retry after the window resets")]
+    RateLimited(RateStatus),
+    /// A CORS preflight from an origin not in `ALLOWED_ORIGINS`.
+    #[error("this origin is not allowed")]
+    OriginNotAllowed,
+    /// Redis REST was unreachable, slow or failing, or answered nonsense.
+    #[error("the counter store is unavailable, retry shortly")]
+    Backend(String),
     /// A required binding is not configured; names the variable, never its value.
-    #[error("the worker is missing the configuration variable {0}")]
-    MissingConfig(&'static str),
-    /// Redis REST was unreachable, slow or failing.
-    #[error("the counter store is unavailable")]
-    Backend(#[from] RestError),
+    #[error("the worker is misconfigured: {0}")]
+    Misconfigured(String),
+    /// The runtime refused something that cannot fail on valid input.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<worker::Error> for AppError {
+    fn from(error: worker::Error) -> Self {
+        AppError::Internal(error.to_string())
+    }
+}
+
+impl From<RestError> for AppError {
+    fn from(error: RestError) -> Self {
+        AppError::Backend(error.to_string())
+    }
+}
+
+impl From<EngineError> for AppError {
+    fn from(error: EngineError) -> Self {
+        match error {
+            EngineError::Invalid(detail) => AppError::InvalidQuery(detail.to_string()),
+            other => AppError::Backend(other.to_string()),
+        }
+    }
 }
 
 impl AppError {
-    /// The response this error becomes. Details are logged, not sent.
+    /// The status and the stable machine-readable code of this error.
+    pub fn status_and_code(&self) -> (u16, &'static str) {
+        match self {
+            AppError::InvalidItem(_) => (400, "invalid_item"),
+            AppError::InvalidName(_) => (400, "invalid_counter"),
+            AppError::InvalidBody(_) => (400, "invalid_body"),
+            AppError::InvalidQuery(_) => (400, "invalid_query"),
+            AppError::InvalidHeader(_) => (400, "invalid_header"),
+            AppError::Unauthorized(_) => (401, "unauthorized"),
+            AppError::OriginNotAllowed => (403, "origin_not_allowed"),
+            AppError::NotFound => (404, "not_found"),
+            AppError::MethodNotAllowed(_) => (405, "method_not_allowed"),
+            AppError::IdempotencyConflict => (409, "idempotency_conflict"),
+            AppError::BodyTooLarge => (413, "body_too_large"),
+            AppError::RateLimited(_) => (429, "rate_limited"),
+            AppError::Misconfigured(_) => (500, "misconfigured"),
+            AppError::Internal(_) => (500, "internal_error"),
+            AppError::Backend(_) => (503, "backend_unavailable"),
+        }
+    }
+
+    /// The JSON response this error becomes.
     pub fn into_response(self) -> worker::Result<Response> {
-        let (status, code, retry_after) = match &self {
-            AppError::MissingConfig(_) => (500, "misconfigured", None),
-            AppError::Backend(detail) => {
-                console_error!("redis rest call failed: {detail}");
-                (503, "backend_unavailable", Some("1"))
-            }
-        };
+        let (status, code) = self.status_and_code();
+        match &self {
+            AppError::Backend(detail) => console_error!("backend failure: {detail}"),
+            AppError::Misconfigured(detail) => console_error!("misconfigured: {detail}"),
+            AppError::Internal(detail) => console_error!("internal error: {detail}"),
+            _ => {}
+        }
         let body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
-        let mut response = Response::from_json(&body)?.with_status(status);
-        if let Some(seconds) = retry_after {
-            response.headers_mut().set("Retry-After", seconds)?;
+        let mut response = super::http::json(status, &body)?;
+        let headers = response.headers_mut();
+        match &self {
+            AppError::MethodNotAllowed(allow) => headers.set("Allow", allow)?,
+            AppError::Backend(_) => headers.set("Retry-After", "1")?,
+            AppError::RateLimited(rate) => {
+                super::http::set_rate_headers(headers, rate)?;
+                headers.set("Retry-After", &rate.reset_seconds.max(1).to_string())?;
+            }
+            _ => {}
         }
         Ok(response)
     }

@@ -1,16 +1,91 @@
-//! The HTTP edge: the worker's entry point, router and handlers.
+//! The HTTP edge: the worker's entry point, the route table and its handlers.
+//!
+//! This is the only part of the crate that touches `worker`; it turns
+//! requests into calls on the pure [`crate::engine`] and back.
 
+mod assets;
 mod config;
+mod cors;
 mod error;
 mod handlers;
+mod http;
+mod identity;
+mod metrics;
+mod routes;
 
-use worker::{Context, Env, Request, Response, Router, event};
+use worker::{Context, Env, Method, Request, Response, event};
 
-/// The worker's fetch entry point: one router of named handlers.
+use config::Config;
+use error::AppError;
+use handlers::likes::Want;
+use routes::Route;
+
+/// The worker's fetch entry point.
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> worker::Result<Response> {
-    Router::new()
-        .get_async("/healthz", handlers::healthz)
-        .run(req, env)
-        .await
+async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    let started = metrics::now_ms();
+    // The raw method: `req.method()` reads any method it does not know as GET.
+    let method = req.inner().method();
+    let origins = config::allowed_origins(&env);
+    let origin = cors::allowed_origin(&req, &origins);
+    let path = req.path();
+    let route = Route::recognise(&path);
+    let mut response = match dispatch(&mut req, &env, &ctx, route, &origins).await {
+        Ok(response) => response,
+        Err(error) => error.into_response()?,
+    };
+    if let Some(origin) = origin {
+        cors::grant(&mut response, &origin)?;
+    }
+    metrics::record(
+        &ctx,
+        &env,
+        route.map(|r| r.label()),
+        &method,
+        &response,
+        started,
+    );
+    Ok(response)
+}
+
+/// Checks the method and body size, then hands the request to its handler.
+async fn dispatch(
+    req: &mut Request,
+    env: &Env,
+    ctx: &Context,
+    route: Option<Route<'_>>,
+    origins: &[String],
+) -> Result<Response, AppError> {
+    let method = match req.method() {
+        Method::Options => return cors::preflight(req, origins),
+        Method::Head => Method::Get,
+        method => method,
+    };
+    let route = route.ok_or(AppError::NotFound)?;
+    if !route.methods().contains(&method) {
+        return Err(AppError::MethodNotAllowed(route.allow()));
+    }
+    let declared = http::header(req, "Content-Length").and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > http::MAX_BODY_BYTES) {
+        return Err(AppError::BodyTooLarge);
+    }
+    let config = Config::from_env(env)?;
+    match route {
+        Route::Healthz => handlers::ops::healthz(&config).await,
+        Route::Visitors => handlers::visitors::issue(req, &config).await,
+        Route::Items => handlers::items::read_many(req, &config).await,
+        Route::Item(item) => handlers::items::read(req, &config, item).await,
+        Route::Like(item) if method == Method::Put => {
+            handlers::likes::set(req, &config, item, Want::Liked).await
+        }
+        Route::Like(item) => handlers::likes::set(req, &config, item, Want::NotLiked).await,
+        Route::Views(item) => handlers::views::record(req, ctx, &config, item).await,
+        Route::Series(item) => handlers::views::series(req, &config, item).await,
+        Route::Counter(item, name) => handlers::counters::add(req, &config, item, name).await,
+        Route::Trending => handlers::items::trending(req, &config).await,
+        Route::Demo => assets::page(req),
+        Route::Embed => assets::script(req),
+        Route::OpenApi => metrics::openapi(),
+        Route::Metrics => metrics::serve(req, &config).await,
+    }
 }

@@ -66,7 +66,7 @@ impl Group {
         // If this test process dies without dropping us, the watchdog kills the
         // group. It is detached on purpose: it must outlive this process.
         let watchdog = format!(
-            "while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill -KILL -- -{group} 2>/dev/null",
+            "while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill -KILL -{group} 2>/dev/null",
             parent = std::process::id(),
             group = child.id(),
         );
@@ -358,4 +358,94 @@ pub fn artifacts() -> PathBuf {
     let dir = root().join("tests/artifacts");
     fs::create_dir_all(&dir).expect("create tests/artifacts");
     dir
+}
+
+/// One stack per test binary, started on first use and stopped when the test
+/// process exits (by the watchdogs). Tests sharing it use unique item ids.
+pub fn shared() -> &'static Stack {
+    static STACK: std::sync::OnceLock<Stack> = std::sync::OnceLock::new();
+    STACK.get_or_init(|| Stack::start_with(&[("RATE_LIMIT_PER_MINUTE", "100000")]))
+}
+
+/// An item id no other test uses.
+pub fn unique(name: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("{name}-{}-{n}", std::process::id())
+}
+
+/// A valid identity token for `sub`, signed with the test worker's secret.
+pub fn token_for(sub: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64
+        + 3600;
+    tally::token::sign(
+        &tally::token::Claims {
+            sub: sub.to_owned(),
+            exp,
+        },
+        JWT_SECRET.as_bytes(),
+    )
+}
+
+/// Percent-encodes one path segment (everything but unreserved characters).
+pub fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A response, read whole: status, headers and the JSON body (`Null` if none).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: serde_json::Value,
+}
+
+impl Reply {
+    /// A header as a string, if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Sends a request and reads the whole reply.
+pub async fn send(request: reqwest::RequestBuilder) -> Reply {
+    let response = request.send().await.expect("the worker answers");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.expect("read the body");
+    let body = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| panic!("body is not JSON: {}", String::from_utf8_lossy(&bytes)))
+    };
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Runs every future as its own task, all at once, and collects the results in order.
+pub async fn all_at_once<T: Send + 'static>(
+    futures: impl IntoIterator<Item = impl std::future::Future<Output = T> + Send + 'static>,
+) -> Vec<T> {
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut results = Vec::with_capacity(handles.len());
+    for handle in handles {
+        results.push(handle.await.expect("task completes"));
+    }
+    results
 }

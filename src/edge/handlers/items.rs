@@ -1,0 +1,88 @@
+//! Reads: one item, a batch of items, and trending items.
+
+use worker::{Request, Response};
+
+use super::{item_id, snapshot_json};
+use crate::edge::config::Config;
+use crate::edge::error::AppError;
+use crate::edge::{http, identity};
+use crate::engine::Window;
+
+/// The most ids one batch read takes.
+const MAX_BATCH: usize = 100;
+/// The most items trending lists.
+const MAX_TRENDING: usize = 100;
+
+/// `GET /v1/items/{item}`: counts, counters and, with a token, `liked`.
+pub async fn read(req: &Request, config: &Config, raw_item: &str) -> Result<Response, AppError> {
+    let now = http::now();
+    let item = item_id(raw_item)?;
+    let who = identity::optional(req, config, now)?;
+    let snapshot = config
+        .engine()
+        .read(&item, who.as_ref().map(|c| c.sub.as_str()), now)
+        .await?;
+    Ok(http::json(200, &snapshot_json(&snapshot))?)
+}
+
+/// `GET /v1/items?ids=a,b,c`: up to 100 items, in the order asked.
+pub async fn read_many(req: &Request, config: &Config) -> Result<Response, AppError> {
+    let now = http::now();
+    let query = http::query(req)?;
+    let ids = query
+        .iter()
+        .find(|(k, _)| k == "ids")
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| AppError::InvalidQuery("ids is required: ?ids=a,b,c".into()))?;
+    let items = ids
+        .split(',')
+        .map(|id| crate::item::ItemId::parse(id).map_err(|e| AppError::InvalidItem(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(AppError::InvalidQuery(format!(
+            "ids takes 1-{MAX_BATCH} item ids"
+        )));
+    }
+    let who = identity::optional(req, config, now)?;
+    let snapshots = config
+        .engine()
+        .read_many(&items, who.as_ref().map(|c| c.sub.as_str()), now)
+        .await?;
+    let items: Vec<_> = snapshots.iter().map(snapshot_json).collect();
+    Ok(http::json(200, &serde_json::json!({"items": items}))?)
+}
+
+/// `GET /v1/trending?window=hour|day&limit=10`: most viewed first.
+pub async fn trending(req: &Request, config: &Config) -> Result<Response, AppError> {
+    let query = http::query(req)?;
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let (window, window_name) = match param("window").unwrap_or("hour") {
+        "hour" => (Window::Hour, "hour"),
+        "day" => (Window::Day, "day"),
+        _ => return Err(AppError::InvalidQuery("window must be hour or day".into())),
+    };
+    let limit = match param("limit") {
+        None => 10,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_TRENDING).contains(n))
+            .ok_or_else(|| {
+                AppError::InvalidQuery(format!("limit must be an integer from 1 to {MAX_TRENDING}"))
+            })?,
+    };
+    let trends = config.engine().trending(window, limit, http::now()).await?;
+    let items: Vec<_> = trends
+        .iter()
+        .map(|t| serde_json::json!({"item": t.item, "views": t.views}))
+        .collect();
+    Ok(http::json(
+        200,
+        &serde_json::json!({"window": window_name, "items": items}),
+    )?)
+}

@@ -1,0 +1,43 @@
+//! `PUT` and `DELETE /v1/items/{item}/like`: one like per identity per item.
+
+use worker::{Request, Response};
+
+use super::{admitted, item_id, limited_json};
+use crate::edge::config::Config;
+use crate::edge::error::AppError;
+use crate::edge::{http, identity};
+
+/// Whether the caller wants the item liked or not.
+#[derive(Clone, Copy)]
+pub enum Want {
+    /// `PUT`.
+    Liked,
+    /// `DELETE`.
+    NotLiked,
+}
+
+/// Sets the caller's like on the item; repeating it changes nothing.
+pub async fn set(
+    req: &Request,
+    config: &Config,
+    raw_item: &str,
+    want: Want,
+) -> Result<Response, AppError> {
+    let now = http::now();
+    let item = item_id(raw_item)?;
+    let who = identity::required(req, config, now)?;
+    let engine = config.engine();
+    // Likes are limited per identity: the token is required here anyway.
+    let limited = match want {
+        Want::Liked => engine.like(&item, &who.sub, &who.sub, now).await?,
+        Want::NotLiked => engine.unlike(&item, &who.sub, &who.sub, now).await?,
+    };
+    let (outcome, rate) = admitted(limited)?;
+    let body = serde_json::json!({
+        "item": item.as_str(),
+        "likes": outcome.likes,
+        "liked": outcome.liked,
+        "changed": outcome.changed,
+    });
+    limited_json(&body, &rate)
+}

@@ -1,0 +1,69 @@
+//! Route handlers: thin functions from a request to the engine and back.
+
+pub mod counters;
+pub mod items;
+pub mod likes;
+pub mod ops;
+pub mod views;
+pub mod visitors;
+
+use serde_json::{Map, Value};
+use worker::Response;
+
+use super::error::AppError;
+use super::http;
+use crate::engine::{CounterValue, ItemSnapshot, Limited, RateStatus};
+use crate::item::{self, ItemId};
+
+/// The item id of a raw (percent-encoded) path segment.
+pub fn item_id(raw: &str) -> Result<ItemId, AppError> {
+    let decoded = item::decode_segment(raw).ok_or_else(|| {
+        AppError::InvalidItem("the item id is not valid percent-encoded UTF-8".into())
+    })?;
+    ItemId::parse(&decoded).map_err(|e| AppError::InvalidItem(e.to_string()))
+}
+
+/// The outcome of a rate-limited write, or `429` when over the limit.
+pub fn admitted<T>(limited: Limited<T>) -> Result<(T, RateStatus), AppError> {
+    match limited.outcome {
+        Some(outcome) => Ok((outcome, limited.rate)),
+        None => Err(AppError::RateLimited(limited.rate)),
+    }
+}
+
+/// A `200` JSON response carrying the rate-limit fields of the write.
+pub fn limited_json(body: &Value, rate: &RateStatus) -> Result<Response, AppError> {
+    let mut response = http::json(200, body)?;
+    http::set_rate_headers(response.headers_mut(), rate)?;
+    Ok(response)
+}
+
+/// A counter's value as a JSON number.
+pub fn counter_json(value: &CounterValue) -> Value {
+    match value {
+        CounterValue::Int(n) => Value::from(*n),
+        CounterValue::Float(f) => serde_json::Number::from_f64(*f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+    }
+}
+
+/// An item as `GET /v1/items/{item}` shows it.
+pub fn snapshot_json(snapshot: &ItemSnapshot) -> Value {
+    let counters: Map<String, Value> = snapshot
+        .counters
+        .iter()
+        .map(|(name, value)| (name.clone(), counter_json(value)))
+        .collect();
+    let mut body = serde_json::json!({
+        "item": snapshot.item,
+        "likes": snapshot.likes,
+        "views": snapshot.views,
+        "unique_viewers_today": snapshot.unique_viewers_today,
+        "counters": counters,
+    });
+    if let (Some(liked), Some(object)) = (snapshot.liked, body.as_object_mut()) {
+        object.insert("liked".into(), Value::Bool(liked));
+    }
+    body
+}

@@ -1,0 +1,144 @@
+//! `POST /v1/items/{item}/views` and the views series.
+
+use sha2::{Digest, Sha256};
+use worker::{Context, Request, Response};
+
+use super::{admitted, item_id, limited_json};
+use crate::edge::config::Config;
+use crate::edge::error::AppError;
+use crate::edge::{http, identity};
+use crate::engine::{Bucket, Idempotency, ViewOutcome};
+use crate::viewer;
+
+/// Records a view: once per viewer per item within the dedupe window, never
+/// for bots, and at most once per `Idempotency-Key`.
+pub async fn record(
+    req: &Request,
+    ctx: &Context,
+    config: &Config,
+    raw_item: &str,
+) -> Result<Response, AppError> {
+    let now = http::now();
+    let item = item_id(raw_item)?;
+    let idempotency_key = idempotency_key(req)?;
+    let user_agent = http::header(req, "User-Agent").unwrap_or_default();
+    let (viewer, limiter) = match identity::optional(req, config, now)? {
+        Some(claims) => (claims.sub.clone(), claims.sub),
+        None => {
+            let ip = http::client_ip(req);
+            let viewer =
+                viewer::anonymous_viewer(config.jwt_secret.as_bytes(), now, &ip, &user_agent);
+            (viewer, format!("ip:{ip}"))
+        }
+    };
+    let idempotency = idempotency_key.map(|key| Idempotency {
+        fingerprint: fingerprint(&item, &viewer),
+        key,
+    });
+    let engine = config.engine();
+    let countable = !viewer::is_bot(&user_agent);
+    let limited = engine
+        .view(
+            &item,
+            &viewer,
+            &limiter,
+            now,
+            idempotency.as_ref(),
+            countable,
+        )
+        .await?;
+    let (outcome, rate) = admitted(limited)?;
+    let (views, counted, replayed) = match outcome {
+        ViewOutcome::Recorded { views, counted } => (views, counted, false),
+        ViewOutcome::Replayed { views, counted } => (views, counted, true),
+        ViewOutcome::Conflict => return Err(AppError::IdempotencyConflict),
+    };
+    let body = serde_json::json!({"item": item.as_str(), "views": views, "counted": counted});
+    if counted && !replayed {
+        // Trending is derived data: updated after the response, off the hot path.
+        ctx.wait_until(async move {
+            if let Err(e) = engine.record_trending(&item, now).await {
+                worker::console_warn!("trending update failed: {e}");
+            }
+        });
+    }
+    let mut response = limited_json(&body, &rate)?;
+    if replayed {
+        response.headers_mut().set("Idempotent-Replayed", "true")?;
+    }
+    Ok(response)
+}
+
+/// `GET /v1/items/{item}/views/series?bucket=&from=&to=`.
+pub async fn series(req: &Request, config: &Config, raw_item: &str) -> Result<Response, AppError> {
+    let item = item_id(raw_item)?;
+    let query = http::query(req)?;
+    let param = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let bucket = match param("bucket").unwrap_or("minute") {
+        "minute" => Bucket::Minute,
+        "hour" => Bucket::Hour,
+        "day" => Bucket::Day,
+        _ => return Err(invalid("bucket must be minute, hour or day")),
+    };
+    let step = bucket.seconds();
+    let to = match param("to") {
+        Some(raw) => unix_seconds(raw, "to")?,
+        None => http::now(),
+    };
+    // Without `from`, the last 60 buckets up to `to`.
+    let from = match param("from") {
+        Some(raw) => unix_seconds(raw, "from")?,
+        None => to - 59 * step,
+    };
+    if from > to {
+        return Err(invalid("from must not be after to"));
+    }
+    let points = config.engine().series(&item, bucket, from, to).await?;
+    let points: Vec<_> = points
+        .iter()
+        .map(|p| serde_json::json!({"t": p.t, "views": p.views}))
+        .collect();
+    let bucket_name = match bucket {
+        Bucket::Minute => "minute",
+        Bucket::Hour => "hour",
+        Bucket::Day => "day",
+    };
+    let body = serde_json::json!({"item": item.as_str(), "bucket": bucket_name, "points": points});
+    Ok(http::json(200, &body)?)
+}
+
+/// The `Idempotency-Key` header: 1-255 printable ASCII characters, if sent.
+fn idempotency_key(req: &Request) -> Result<Option<String>, AppError> {
+    let Some(key) = http::header(req, "Idempotency-Key") else {
+        return Ok(None);
+    };
+    let printable = key.bytes().all(|b| (0x20..=0x7e).contains(&b));
+    if key.is_empty() || key.len() > 255 || !printable {
+        return Err(AppError::InvalidHeader(
+            "Idempotency-Key must be 1-255 printable ASCII characters".into(),
+        ));
+    }
+    Ok(Some(key))
+}
+
+/// What makes two view requests "the same request" for an idempotency key.
+fn fingerprint(item: &crate::item::ItemId, viewer: &str) -> String {
+    let digest = Sha256::digest(format!("POST views\n{}\n{viewer}", item.as_str()));
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+fn unix_seconds(raw: &str, name: &str) -> Result<i64, AppError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|t| *t >= 0)
+        .ok_or_else(|| invalid(&format!("{name} must be a unix time in seconds")))
+}
+
+fn invalid(message: &str) -> AppError {
+    AppError::InvalidQuery(message.to_owned())
+}

@@ -1,0 +1,50 @@
+//! `POST /v1/visitors`: an anonymous identity for browsers without an account.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use worker::js_sys::{Function, Reflect, Uint8Array};
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::{Request, Response};
+
+use super::admitted;
+use crate::edge::config::Config;
+use crate::edge::error::AppError;
+use crate::edge::http;
+use crate::token::{self, Claims};
+
+/// How long a visitor token lives: a year, so a visitor keeps their likes.
+const VISITOR_TOKEN_SECONDS: i64 = 365 * 86_400;
+
+/// Mints a visitor token, rate limited per client IP.
+pub async fn issue(req: &Request, config: &Config) -> Result<Response, AppError> {
+    let now = http::now();
+    let limiter = format!("ip:{}", http::client_ip(req));
+    let limited = config.engine().admit(&limiter, now).await?;
+    let ((), rate) = admitted(limited)?;
+    let visitor = format!("anon:{}", URL_SAFE_NO_PAD.encode(random_bytes()?));
+    let expires_at = now + VISITOR_TOKEN_SECONDS;
+    let claims = Claims {
+        sub: visitor.clone(),
+        exp: expires_at,
+    };
+    let token = token::sign(&claims, config.jwt_secret.as_bytes());
+    let body = serde_json::json!({"token": token, "visitor": visitor, "expires_at": expires_at});
+    let mut response = http::json(201, &body)?;
+    http::set_rate_headers(response.headers_mut(), &rate)?;
+    Ok(response)
+}
+
+/// 16 bytes from the runtime's CSPRNG (`crypto.getRandomValues`).
+fn random_bytes() -> Result<[u8; 16], AppError> {
+    let failed = |_: JsValue| AppError::Internal("crypto.getRandomValues is unavailable".into());
+    let crypto = Reflect::get(&worker::js_sys::global(), &"crypto".into()).map_err(failed)?;
+    let fill: Function = Reflect::get(&crypto, &"getRandomValues".into())
+        .map_err(failed)?
+        .dyn_into()
+        .map_err(failed)?;
+    let array = Uint8Array::new_with_length(16);
+    fill.call1(&crypto, &array).map_err(failed)?;
+    let mut bytes = [0u8; 16];
+    array.copy_to(&mut bytes);
+    Ok(bytes)
+}

@@ -1,0 +1,90 @@
+//! Small HTTP helpers shared by the handlers: JSON responses, headers, the
+//! body limit, the clock.
+
+use serde::Serialize;
+use worker::{Headers, Request, Response};
+
+use super::error::AppError;
+use crate::engine::RateStatus;
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 8 * 1024;
+
+/// The name of the rate-limit policy in `RateLimit` and `RateLimit-Policy`.
+const POLICY: &str = "writes";
+
+/// A JSON response that no cache may keep (counts are live).
+pub fn json<T: Serialize>(status: u16, body: &T) -> worker::Result<Response> {
+    let mut response = Response::from_json(body)?.with_status(status);
+    response.headers_mut().set("Cache-Control", "no-store")?;
+    Ok(response)
+}
+
+/// Sets the IETF `RateLimit-Policy` and `RateLimit` fields for `rate`.
+pub fn set_rate_headers(headers: &mut Headers, rate: &RateStatus) -> worker::Result<()> {
+    headers.set(
+        "RateLimit-Policy",
+        &format!("\"{POLICY}\";q={};w=60", rate.limit),
+    )?;
+    headers.set(
+        "RateLimit",
+        &format!("\"{POLICY}\";r={};t={}", rate.remaining, rate.reset_seconds),
+    )
+}
+
+/// The bearer credential of the request, if it sent one.
+pub fn bearer(req: &Request) -> Result<Option<String>, AppError> {
+    let Some(value) = header(req, "Authorization") else {
+        return Ok(None);
+    };
+    match value.split_once(' ') {
+        Some((scheme, credential)) if scheme.eq_ignore_ascii_case("bearer") => {
+            Ok(Some(credential.trim().to_owned()))
+        }
+        _ => Err(AppError::Unauthorized(
+            "the Authorization header must be `Bearer <token>`".into(),
+        )),
+    }
+}
+
+/// A request header, if present and readable.
+pub fn header(req: &Request, name: &str) -> Option<String> {
+    req.headers().get(name).ok().flatten()
+}
+
+/// The client's address as Cloudflare reports it.
+pub fn client_ip(req: &Request) -> String {
+    header(req, "CF-Connecting-IP").unwrap_or_else(|| "unknown".to_owned())
+}
+
+/// Reads the body, refusing anything over [`MAX_BODY_BYTES`].
+pub async fn body(req: &mut Request) -> Result<Vec<u8>, AppError> {
+    let declared = header(req, "Content-Length").and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
+        return Err(AppError::BodyTooLarge);
+    }
+    let bytes = req
+        .bytes()
+        .await
+        .map_err(|_| AppError::InvalidBody("the body could not be read".into()))?;
+    if bytes.len() > MAX_BODY_BYTES {
+        return Err(AppError::BodyTooLarge);
+    }
+    Ok(bytes)
+}
+
+/// The decoded query pairs of the request.
+pub fn query(req: &Request) -> Result<Vec<(String, String)>, AppError> {
+    let url = req
+        .url()
+        .map_err(|_| AppError::InvalidQuery("the URL could not be parsed".into()))?;
+    Ok(url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect())
+}
+
+/// The current time in unix seconds.
+pub fn now() -> i64 {
+    (worker::Date::now().as_millis() / 1000) as i64
+}

@@ -1,0 +1,39 @@
+//! Who is calling: identity tokens and the server-to-server API key.
+
+use subtle::ConstantTimeEq;
+use worker::Request;
+
+use super::config::Config;
+use super::error::AppError;
+use super::http;
+use crate::token::{self, Claims};
+
+/// The caller's verified identity, or `None` when no token was sent. A token
+/// that is sent but does not verify is an error, never silently ignored.
+pub fn optional(req: &Request, config: &Config, now: i64) -> Result<Option<Claims>, AppError> {
+    let Some(credential) = http::bearer(req)? else {
+        return Ok(None);
+    };
+    token::verify(&credential, config.jwt_secret.as_bytes(), now)
+        .map(Some)
+        .map_err(|e| AppError::Unauthorized(e.to_string()))
+}
+
+/// The caller's verified identity; a missing token is an error.
+pub fn required(req: &Request, config: &Config, now: i64) -> Result<Claims, AppError> {
+    optional(req, config, now)?.ok_or_else(|| {
+        AppError::Unauthorized("this route needs `Authorization: Bearer <token>`".into())
+    })
+}
+
+/// Checks the bearer credential against `TALLY_API_KEY` in constant time.
+pub fn api_key(req: &Request, config: &Config) -> Result<(), AppError> {
+    let given = http::bearer(req)?.unwrap_or_default();
+    if bool::from(given.as_bytes().ct_eq(config.api_key.as_bytes())) {
+        Ok(())
+    } else {
+        Err(AppError::Unauthorized(
+            "this route needs `Authorization: Bearer <TALLY_API_KEY>`".into(),
+        ))
+    }
+}

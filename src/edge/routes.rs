@@ -1,0 +1,100 @@
+//! The route table: which handler a path belongs to, its metrics label, and
+//! the methods it allows (for `405` and `Allow`).
+//!
+//! Matching happens on the raw, still percent-encoded path, so an item id such
+//! as `blog%2F2026%2Fhello` stays one segment until its handler decodes it.
+
+use worker::Method;
+
+/// A recognised path, borrowing its raw segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// `/`: the demo page.
+    Demo,
+    /// `/tally.js`: the browser embed.
+    Embed,
+    /// `/openapi.json`.
+    OpenApi,
+    /// `/metrics`.
+    Metrics,
+    /// `/healthz`.
+    Healthz,
+    /// `/v1/visitors`.
+    Visitors,
+    /// `/v1/items?ids=...`.
+    Items,
+    /// `/v1/items/{item}`.
+    Item(&'a str),
+    /// `/v1/items/{item}/like`.
+    Like(&'a str),
+    /// `/v1/items/{item}/views`.
+    Views(&'a str),
+    /// `/v1/items/{item}/views/series`.
+    Series(&'a str),
+    /// `/v1/items/{item}/counters/{name}`.
+    Counter(&'a str, &'a str),
+    /// `/v1/trending`.
+    Trending,
+}
+
+impl<'a> Route<'a> {
+    /// The route `path` belongs to, if any.
+    pub fn recognise(path: &'a str) -> Option<Route<'a>> {
+        let rest = path.strip_prefix('/')?;
+        let segments: Vec<&str> = rest.split('/').collect();
+        Some(match segments.as_slice() {
+            [""] => Route::Demo,
+            ["tally.js"] => Route::Embed,
+            ["openapi.json"] => Route::OpenApi,
+            ["metrics"] => Route::Metrics,
+            ["healthz"] => Route::Healthz,
+            ["v1", "visitors"] => Route::Visitors,
+            ["v1", "items"] => Route::Items,
+            ["v1", "items", item] => Route::Item(item),
+            ["v1", "items", item, "like"] => Route::Like(item),
+            ["v1", "items", item, "views"] => Route::Views(item),
+            ["v1", "items", item, "views", "series"] => Route::Series(item),
+            ["v1", "items", item, "counters", name] => Route::Counter(item, name),
+            ["v1", "trending"] => Route::Trending,
+            _ => return None,
+        })
+    }
+
+    /// The route's pattern, used as a metrics label so ids never become labels.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Route::Demo => "/",
+            Route::Embed => "/tally.js",
+            Route::OpenApi => "/openapi.json",
+            Route::Metrics => "/metrics",
+            Route::Healthz => "/healthz",
+            Route::Visitors => "/v1/visitors",
+            Route::Items => "/v1/items",
+            Route::Item(_) => "/v1/items/{item}",
+            Route::Like(_) => "/v1/items/{item}/like",
+            Route::Views(_) => "/v1/items/{item}/views",
+            Route::Series(_) => "/v1/items/{item}/views/series",
+            Route::Counter(..) => "/v1/items/{item}/counters/{name}",
+            Route::Trending => "/v1/trending",
+        }
+    }
+
+    /// The methods the route answers, besides `OPTIONS` (and `HEAD` with `GET`).
+    pub fn methods(&self) -> &'static [Method] {
+        match self {
+            Route::Like(_) => &[Method::Put, Method::Delete],
+            Route::Visitors | Route::Views(_) | Route::Counter(..) => &[Method::Post],
+            _ => &[Method::Get],
+        }
+    }
+
+    /// The `Allow` header value for a `405`.
+    pub fn allow(&self) -> String {
+        let mut allowed: Vec<&str> = self.methods().iter().map(Method::as_ref).collect();
+        if allowed.contains(&"GET") {
+            allowed.push("HEAD");
+        }
+        allowed.push("OPTIONS");
+        allowed.join(", ")
+    }
+}

@@ -1,0 +1,231 @@
+//! Identity tokens: HS256 JSON Web Tokens, verified and minted without `worker`.
+//!
+//! Only `alg: HS256` is accepted (never `none`, never another algorithm, so a
+//! token cannot choose how it is checked), the signature is compared in
+//! constant time before the claims are read, and `exp` is required.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The longest `sub` accepted: identities end up as Redis set members.
+pub const MAX_SUBJECT_BYTES: usize = 256;
+
+/// The claims Tally reads from a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The identity: a site's user id, or `anon:<id>` for a visitor token.
+    pub sub: String,
+    /// Expiry, in unix seconds.
+    pub exp: i64,
+}
+
+/// Why a token was refused. The edge answers every one with `401`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not three base64url parts of JSON.
+    #[error("the token is malformed")]
+    Malformed,
+    /// The header names an algorithm other than HS256 (including `none`).
+    #[error("the token must be signed with HS256")]
+    Algorithm,
+    /// The signature does not match the secret.
+    #[error("the token signature is invalid")]
+    Signature,
+    /// The claims lack `exp` or a usable `sub`.
+    #[error("the token needs a string `sub` (1-256 bytes) and a numeric `exp`")]
+    Claims,
+    /// `exp` is not in the future.
+    #[error("the token has expired")]
+    Expired,
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+}
+
+#[derive(Deserialize)]
+struct RawClaims {
+    sub: Option<String>,
+    exp: Option<serde_json::Number>,
+}
+
+/// Checks `token` against `secret` at unix time `now` and returns its claims.
+pub fn verify(token: &str, secret: &[u8], now: i64) -> Result<Claims, TokenError> {
+    let mut parts = token.split('.');
+    let (Some(header_part), Some(payload), Some(signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(TokenError::Malformed);
+    };
+    let header: Header = decode_json(header_part)?;
+    if header.alg != "HS256" {
+        return Err(TokenError::Algorithm);
+    }
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature)
+        .map_err(|_| TokenError::Malformed)?;
+    let mut mac = keyed(secret);
+    let signed_len = header_part.len() + 1 + payload.len();
+    mac.update(&token.as_bytes()[..signed_len]);
+    mac.verify_slice(&signature)
+        .map_err(|_| TokenError::Signature)?;
+
+    let raw: RawClaims = decode_json(payload)?;
+    let sub = raw
+        .sub
+        .filter(|s| !s.is_empty() && s.len() <= MAX_SUBJECT_BYTES)
+        .ok_or(TokenError::Claims)?;
+    let exp = raw
+        .exp
+        .and_then(|n| n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)))
+        .ok_or(TokenError::Claims)?;
+    if exp <= now {
+        return Err(TokenError::Expired);
+    }
+    Ok(Claims { sub, exp })
+}
+
+/// Mints an HS256 token carrying `claims`.
+pub fn sign(claims: &Claims, secret: &[u8]) -> String {
+    const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
+    let payload = serde_json::json!({"sub": claims.sub, "exp": claims.exp}).to_string();
+    let signing_input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(HEADER),
+        URL_SAFE_NO_PAD.encode(payload)
+    );
+    let mut mac = keyed(secret);
+    mac.update(signing_input.as_bytes());
+    let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{signing_input}.{signature}")
+}
+
+fn keyed(secret: &[u8]) -> HmacSha256 {
+    // HMAC takes keys of any length, so this cannot fail.
+    <HmacSha256 as KeyInit>::new_from_slice(secret).unwrap_or_else(|_| unreachable!())
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, TokenError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| TokenError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"a test secret";
+    const NOW: i64 = 1_800_000_000;
+
+    fn token_with(header: &str, payload: &str, secret: &[u8]) -> String {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(payload)
+        );
+        let mut mac = keyed(secret);
+        mac.update(input.as_bytes());
+        format!(
+            "{input}.{}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        )
+    }
+
+    #[test]
+    fn accepts_a_token_it_signed() {
+        let claims = Claims {
+            sub: "user-1".into(),
+            exp: NOW + 60,
+        };
+        let token = sign(&claims, SECRET);
+        assert_eq!(verify(&token, SECRET, NOW), Ok(claims));
+    }
+
+    #[test]
+    fn refuses_a_token_signed_with_another_secret() {
+        let token = sign(
+            &Claims {
+                sub: "u".into(),
+                exp: NOW + 60,
+            },
+            b"another secret",
+        );
+        assert_eq!(verify(&token, SECRET, NOW), Err(TokenError::Signature));
+    }
+
+    #[test]
+    fn refuses_a_token_whose_payload_was_changed() {
+        let token = sign(
+            &Claims {
+                sub: "u".into(),
+                exp: NOW + 60,
+            },
+            SECRET,
+        );
+        let parts: Vec<&str> = token.split('.').collect();
+        let forged_payload = URL_SAFE_NO_PAD.encode(r#"{"sub":"admin","exp":9999999999}"#);
+        let forged = format!("{}.{forged_payload}.{}", parts[0], parts[2]);
+        assert_eq!(verify(&forged, SECRET, NOW), Err(TokenError::Signature));
+    }
+
+    #[test]
+    fn refuses_an_expired_token() {
+        let token = sign(
+            &Claims {
+                sub: "u".into(),
+                exp: NOW,
+            },
+            SECRET,
+        );
+        assert_eq!(verify(&token, SECRET, NOW), Err(TokenError::Expired));
+    }
+
+    #[test]
+    fn refuses_a_token_without_exp() {
+        let token = token_with(r#"{"alg":"HS256"}"#, r#"{"sub":"u"}"#, SECRET);
+        assert_eq!(verify(&token, SECRET, NOW), Err(TokenError::Claims));
+    }
+
+    #[test]
+    fn refuses_a_token_without_sub() {
+        let token = token_with(r#"{"alg":"HS256"}"#, r#"{"exp":1900000000}"#, SECRET);
+        assert_eq!(verify(&token, SECRET, NOW), Err(TokenError::Claims));
+    }
+
+    #[test]
+    fn refuses_alg_none_even_without_a_signature() {
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(r#"{"sub":"u","exp":1900000000}"#);
+        let token = format!("{header}.{payload}.");
+        assert_eq!(verify(&token, SECRET, NOW), Err(TokenError::Algorithm));
+    }
+
+    #[test]
+    fn refuses_hs512_even_when_correctly_keyed() {
+        let token = token_with(
+            r#"{"alg":"HS512"}"#,
+            r#"{"sub":"u","exp":1900000000}"#,
+            SECRET,
+        );
+        assert_eq!(verify(&token, SECRET, NOW), Err(TokenError::Algorithm));
+    }
+
+    #[test]
+    fn refuses_malformed_tokens() {
+        for token in ["", "abc", "a.b", "a.b.c.d", "!!.??.**", "e30.e30"] {
+            assert_eq!(
+                verify(token, SECRET, NOW),
+                Err(TokenError::Malformed),
+                "{token:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Who is viewing: a keyed, daily-rotating hash for viewers without a token,
+//! and the user agents of known bots, whose views are not counted.
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// A stable id for an anonymous viewer on one UTC day, from `ip` and `user_agent`.
+///
+/// The salt is derived from `secret` and the day number, so it rotates daily
+/// without being stored anywhere, and no raw IP ever reaches Redis: the same
+/// person gets a different id tomorrow and nobody can reverse today's.
+pub fn anonymous_viewer(secret: &[u8], now: i64, ip: &str, user_agent: &str) -> String {
+    let day = now.div_euclid(86_400);
+    let mut salt = keyed(secret);
+    salt.update(format!("tally viewer salt {day}").as_bytes());
+    let salt = salt.finalize().into_bytes();
+
+    let mut id = keyed(&salt);
+    id.update(ip.as_bytes());
+    id.update(b"\n");
+    id.update(user_agent.as_bytes());
+    let digest = id.finalize().into_bytes();
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    format!("v:{hex}")
+}
+
+/// Lower-case fragments of the user agents of crawlers, preview fetchers and
+/// monitors: their views are answered but never counted.
+const BOT_MARKERS: &[&str] = &[
+    "bot",
+    "crawl",
+    "spider",
+    "slurp",
+    "facebookexternalhit",
+    "mediapartners-google",
+    "bingpreview",
+    "embedly",
+    "pingdom",
+    "uptimerobot",
+    "lighthouse",
+];
+
+/// Whether `user_agent` belongs to a known bot.
+pub fn is_bot(user_agent: &str) -> bool {
+    let ua = user_agent.to_ascii_lowercase();
+    BOT_MARKERS.iter().any(|marker| ua.contains(marker))
+}
+
+fn keyed(key: &[u8]) -> HmacSha256 {
+    // HMAC takes keys of any length, so this cannot fail.
+    <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400;
+    const MONDAY: i64 = 1_800_000_000 - 1_800_000_000 % DAY;
+
+    #[test]
+    fn the_same_viewer_gets_the_same_id_all_day() {
+        let morning = anonymous_viewer(b"s", MONDAY + 60, "203.0.113.9", "Firefox");
+        let evening = anonymous_viewer(b"s", MONDAY + DAY - 1, "203.0.113.9", "Firefox");
+        assert_eq!(morning, evening);
+    }
+
+    #[test]
+    fn the_id_rotates_at_midnight_utc() {
+        let today = anonymous_viewer(b"s", MONDAY, "203.0.113.9", "Firefox");
+        let tomorrow = anonymous_viewer(b"s", MONDAY + DAY, "203.0.113.9", "Firefox");
+        assert_ne!(today, tomorrow);
+    }
+
+    #[test]
+    fn the_id_depends_on_ip_user_agent_and_secret() {
+        let base = anonymous_viewer(b"s", MONDAY, "203.0.113.9", "Firefox");
+        assert_ne!(
+            base,
+            anonymous_viewer(b"s", MONDAY, "203.0.113.10", "Firefox")
+        );
+        assert_ne!(
+            base,
+            anonymous_viewer(b"s", MONDAY, "203.0.113.9", "Chrome")
+        );
+        assert_ne!(
+            base,
+            anonymous_viewer(b"t", MONDAY, "203.0.113.9", "Firefox")
+        );
+    }
+
+    #[test]
+    fn the_id_never_contains_the_ip() {
+        let id = anonymous_viewer(b"s", MONDAY, "203.0.113.9", "Firefox");
+        assert!(!id.contains("203.0.113.9"));
+        assert_eq!(id.len(), 2 + 32);
+    }
+
+    #[test]
+    fn recognises_common_crawlers_but_not_browsers() {
+        assert!(is_bot(
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+        ));
+        assert!(is_bot("facebookexternalhit/1.1"));
+        assert!(is_bot("Mozilla/5.0 (compatible; bingbot/2.0)"));
+        assert!(!is_bot(
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+        ));
+        assert!(!is_bot(""));
+    }
+}
