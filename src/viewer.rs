@@ -12,18 +12,28 @@ type HmacSha256 = Hmac<Sha256>;
 /// without being stored anywhere, and no raw IP ever reaches Redis: the same
 /// person gets a different id tomorrow and nobody can reverse today's.
 pub fn anonymous_viewer(secret: &[u8], now: i64, ip: &str, user_agent: &str) -> String {
+    format!("v:{}", daily_hash(secret, now, &[ip, user_agent]))
+}
+
+/// The rate-limit subject of a client without a token: its IP, hashed the
+/// same way, so the limiter's keys hold no raw IP either.
+pub fn anonymous_client(secret: &[u8], now: i64, ip: &str) -> String {
+    format!("ip:{}", daily_hash(secret, now, &[ip]))
+}
+
+fn daily_hash(secret: &[u8], now: i64, parts: &[&str]) -> String {
     let day = now.div_euclid(86_400);
     let mut salt = keyed(secret);
     salt.update(format!("tally viewer salt {day}").as_bytes());
     let salt = salt.finalize().into_bytes();
 
     let mut id = keyed(&salt);
-    id.update(ip.as_bytes());
-    id.update(b"\n");
-    id.update(user_agent.as_bytes());
+    for part in parts {
+        id.update(part.as_bytes());
+        id.update(b"\n");
+    }
     let digest = id.finalize().into_bytes();
-    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    format!("v:{hex}")
+    digest[..16].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Lower-case fragments of the user agents of crawlers, preview fetchers and
@@ -96,6 +106,14 @@ mod tests {
         let id = anonymous_viewer(b"s", MONDAY, "203.0.113.9", "Firefox");
         assert!(!id.contains("203.0.113.9"));
         assert_eq!(id.len(), 2 + 32);
+    }
+
+    #[test]
+    fn a_client_key_hides_the_ip_and_differs_from_the_viewer_id() {
+        let client = anonymous_client(b"s", MONDAY, "203.0.113.9");
+        assert!(client.starts_with("ip:") && !client.contains("203.0.113.9"));
+        assert_ne!(client, anonymous_client(b"s", MONDAY, "203.0.113.10"));
+        assert_ne!(client, anonymous_client(b"s", MONDAY + DAY, "203.0.113.9"));
     }
 
     #[test]

@@ -28,7 +28,8 @@ pub async fn record(
             let ip = http::client_ip(req);
             let viewer =
                 viewer::anonymous_viewer(config.jwt_secret.as_bytes(), now, &ip, &user_agent);
-            (viewer, format!("ip:{ip}"))
+            let client = viewer::anonymous_client(config.jwt_secret.as_bytes(), now, &ip);
+            (viewer, client)
         }
     };
     let idempotency = idempotency_key.map(|key| Idempotency {

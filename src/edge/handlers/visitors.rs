@@ -11,6 +11,7 @@ use crate::edge::config::Config;
 use crate::edge::error::AppError;
 use crate::edge::http;
 use crate::token::{self, Claims};
+use crate::viewer;
 
 /// How long a visitor token lives: a year, so a visitor keeps their likes.
 const VISITOR_TOKEN_SECONDS: i64 = 365 * 86_400;
@@ -18,7 +19,8 @@ const VISITOR_TOKEN_SECONDS: i64 = 365 * 86_400;
 /// Mints a visitor token, rate limited per client IP.
 pub async fn issue(req: &Request, config: &Config) -> Result<Response, AppError> {
     let now = http::now();
-    let limiter = format!("ip:{}", http::client_ip(req));
+    let ip = http::client_ip(req);
+    let limiter = viewer::anonymous_client(config.jwt_secret.as_bytes(), now, &ip);
     let limited = config.engine().admit(&limiter, now).await?;
     let ((), rate) = admitted(limited)?;
     let visitor = format!("anon:{}", URL_SAFE_NO_PAD.encode(random_bytes()?));
