@@ -357,12 +357,18 @@ fn wait_for_field(redis: &Redis, field: &str, at_least: u64) -> Instant {
 
 #[tokio::test]
 async fn a_request_makes_one_round_trip_and_its_metrics_follow_after_the_response() {
-    let stack = Stack::start_with(&[("METRICS_FLUSH_SECONDS", "3")]);
-    let http = reqwest::Client::new();
+    // A wide window, so a slow machine cannot blur "before" and "after".
+    let stack = Stack::start_with(&[("METRICS_FLUSH_SECONDS", "10")]);
+    // A connection per request: wrangler dev drops keep-alive connections idle
+    // for 5 s, and this test idles longer than that.
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let url = stack.worker.url("/v1/items/metrics-one-trip");
     let field = "req|/v1/items/{item}|GET|200";
 
-    // Warm up: the read script gets cached; its flush opens a 3 s window.
+    // Warm up: the read script gets cached; its flush opens a 10 s window.
     assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
     let flushed = wait_for_field(&stack.redis, field, 1);
 
@@ -375,14 +381,14 @@ async fn a_request_makes_one_round_trip_and_its_metrics_follow_after_the_respons
         "the response cost exactly one script call; the flush had not run yet"
     );
     assert!(
-        answered - flushed < Duration::from_secs(3),
+        answered - flushed < Duration::from_secs(8),
         "the window is still open"
     );
 
     let counted = wait_for_field(&stack.redis, field, 2);
     assert_eq!(script_calls(&stack.redis), before + 2, "then one flush");
     assert!(
-        counted - flushed >= Duration::from_millis(2_500),
+        counted - flushed >= Duration::from_secs(9),
         "the flush waited for its window ({:?})",
         counted - flushed
     );
@@ -439,7 +445,7 @@ async fn a_redis_call_that_times_out_shows_in_the_failure_counter() {
     let hole = BlackHole::start(gateway.addr);
     let worker = Worker::start(
         &hole.url,
-        &[("REDIS_TIMEOUT_MS", "300"), ("METRICS_FLUSH_SECONDS", "0")],
+        &[("REDIS_TIMEOUT_MS", "1000"), ("METRICS_FLUSH_SECONDS", "0")],
     );
     let http = reqwest::Client::new();
 
