@@ -105,7 +105,14 @@ pub fn record(
     let took = millis(now_ms() - started_ms);
     count(|m| {
         m.request(route, method, status, took);
-        if status == 200 {
+        // A replayed answer (same Idempotency-Key) was counted the first time.
+        let replayed = response
+            .headers()
+            .get("Idempotent-Replayed")
+            .ok()
+            .flatten()
+            .is_some();
+        if status == 200 && !replayed {
             outcome_of_body(m, route, response.body());
         }
     });
