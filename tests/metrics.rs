@@ -470,6 +470,18 @@ async fn a_redis_call_that_times_out_shows_in_the_failure_counter() {
     assert_eq!(read.status(), 503, "{}", worker.log());
     assert!(started.elapsed() < Duration::from_secs(5));
 
+    // Meanwhile /metrics cannot read the totals: a 503, not partial figures.
+    let scrape = http
+        .get(worker.url("/metrics"))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(scrape.status(), 503);
+    assert!(scrape.headers().contains_key("retry-after"));
+    let body: serde_json::Value = scrape.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "backend_unavailable");
+
     // Redis answers again; the failure, counted in the isolate, reaches the
     // hash with the next flush even though the first flush timed out too.
     hole.answer();
