@@ -33,6 +33,21 @@ async fn a_known_route_with_the_wrong_method_is_405_with_allow() {
 }
 
 #[tokio::test]
+async fn an_unlisted_method_such_as_propfind_is_405_never_read_as_a_get() {
+    for method in ["PATCH", "REPORT", "PROPFIND"] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+        let reply =
+            send(client().request(method.clone(), shared().worker.url("/v1/items/x"))).await;
+        assert_eq!(reply.status, 405, "{method}");
+        assert_eq!(
+            reply.header("allow"),
+            Some("GET, HEAD, OPTIONS"),
+            "{method}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_unknown_item_reads_as_zeros() {
     let item = unique("never-seen");
     let reply = send(client().get(shared().worker.url(&format!("/v1/items/{item}")))).await;

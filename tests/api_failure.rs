@@ -78,3 +78,23 @@ async fn a_gateway_that_never_answers_gives_503_within_the_timeout() {
     );
     drop(held);
 }
+
+#[tokio::test]
+async fn a_missing_secret_is_a_500_naming_it_while_static_routes_still_work() {
+    let worker = Worker::start("http://127.0.0.1:9", &[("TALLY_JWT_SECRET", "")]);
+    let http = reqwest::Client::new();
+
+    let reply = send(http.get(worker.url("/v1/items/x"))).await;
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.body["error"]["code"], "misconfigured");
+    let message = reply.body["error"]["message"].as_str().expect("message");
+    assert!(message.contains("TALLY_JWT_SECRET"), "{message}");
+    assert!(!message.contains(support::GATEWAY_TOKEN), "{message}");
+
+    let script = http
+        .get(worker.url("/tally.js"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(script.status(), 200);
+}

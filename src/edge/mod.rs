@@ -30,7 +30,7 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Respo
     let origin = cors::allowed_origin(&req, &origins);
     let path = req.path();
     let route = Route::recognise(&path);
-    let mut response = match dispatch(&mut req, &env, &ctx, route, &origins).await {
+    let mut response = match dispatch(&mut req, &method, &env, &ctx, route, &origins).await {
         Ok(response) => response,
         Err(error) => error.into_response()?,
     };
@@ -51,23 +51,35 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Respo
 /// Checks the method and body size, then hands the request to its handler.
 async fn dispatch(
     req: &mut Request,
+    raw_method: &str,
     env: &Env,
     ctx: &Context,
     route: Option<Route<'_>>,
     origins: &[String],
 ) -> Result<Response, AppError> {
-    let method = match req.method() {
-        Method::Options => return cors::preflight(req, origins),
-        Method::Head => Method::Get,
-        method => method,
+    // Matched on the raw name: `worker::Method` reads unknown methods as GET.
+    let method = match raw_method {
+        "OPTIONS" => return cors::preflight(req, origins),
+        "GET" | "HEAD" => Some(Method::Get),
+        "POST" => Some(Method::Post),
+        "PUT" => Some(Method::Put),
+        "DELETE" => Some(Method::Delete),
+        _ => None,
     };
     let route = route.ok_or(AppError::NotFound)?;
-    if !route.methods().contains(&method) {
+    let Some(method) = method.filter(|m| route.methods().contains(m)) else {
         return Err(AppError::MethodNotAllowed(route.allow()));
-    }
+    };
     let declared = http::header(req, "Content-Length").and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|length| length > http::MAX_BODY_BYTES) {
         return Err(AppError::BodyTooLarge);
+    }
+    // Static routes need no secret, so they work even on a misconfigured worker.
+    match route {
+        Route::Demo => return assets::page(req),
+        Route::Embed => return assets::script(req),
+        Route::OpenApi => return metrics::openapi(),
+        _ => {}
     }
     let config = Config::from_env(env)?;
     match route {
@@ -83,9 +95,8 @@ async fn dispatch(
         Route::Series(item) => handlers::views::series(req, &config, item).await,
         Route::Counter(item, name) => handlers::counters::add(req, &config, item, name).await,
         Route::Trending => handlers::items::trending(req, &config).await,
-        Route::Demo => assets::page(req),
-        Route::Embed => assets::script(req),
-        Route::OpenApi => metrics::openapi(),
         Route::Metrics => metrics::serve(req, &config).await,
+        // Answered above, before the configuration is read.
+        Route::Demo | Route::Embed | Route::OpenApi => Err(AppError::NotFound),
     }
 }
