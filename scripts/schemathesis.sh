@@ -3,7 +3,8 @@
 # number of generated requests per operation (TALLY_FUZZ_EXAMPLES, default 50),
 # failing on any 5xx, any response whose status, content type, headers or body
 # the document does not allow, invalid input that is not refused with a 4xx,
-# and a secured route that answers without its credentials.
+# an unlisted method that is not a 405, and a secured route that answers
+# without its credentials.
 #
 #   bash scripts/schemathesis.sh              # starts redis-server, the gateway and
 #                                             # `wrangler dev` on free ports, then stops them
@@ -93,17 +94,15 @@ root="$PWD"
 # and replays them first, and every run here should be the same fixed-seed run.
 cd "$work"
 
-# Every check but two: `positive_data_acceptance` expects any schema-valid
+# Every check but one: `positive_data_acceptance` expects any schema-valid
 # request to succeed, but a series may span at most 1440 buckets, a limit across
-# two parameters that a schema cannot state (documented, answered 400); and
-# `unsupported_method`, because workers-rs reads a method it does not know
-# (QUERY, say) as GET, so such a request is answered like a GET, not with 405.
+# two parameters that a schema cannot state (documented, answered 400).
 # The preflights' path parameters are free-form (a preflight checks no path),
 # which makes Hypothesis discard many drawn values: its filter_too_much health
 # check is a warning about generation speed, not about the API.
 schemathesis --config-file "$root/scripts/schemathesis.toml" run "$base/openapi.json" \
   --checks all \
-  --exclude-checks positive_data_acceptance,unsupported_method \
+  --exclude-checks positive_data_acceptance \
   --phases examples,coverage,fuzzing \
   --max-examples "$examples" \
   --seed 20261127 \
