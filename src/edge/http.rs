@@ -84,6 +84,14 @@ pub fn query(req: &Request) -> Result<Vec<(String, String)>, AppError> {
         .collect())
 }
 
+/// The value of the first query parameter called `name`.
+pub fn param<'q>(query: &'q [(String, String)], name: &str) -> Option<&'q str> {
+    query
+        .iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.as_str())
+}
+
 /// The current time in unix seconds.
 pub fn now() -> i64 {
     (worker::Date::now().as_millis() / 1000) as i64

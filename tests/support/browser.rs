@@ -10,8 +10,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
@@ -22,7 +21,7 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::support::free_port;
+use crate::support::{Group, free_port, wait_for_port};
 
 /// How long a test waits for the page to settle before it fails.
 pub const SETTLE: Duration = Duration::from_secs(15);
@@ -30,53 +29,28 @@ pub const SETTLE: Duration = Duration::from_secs(15);
 /// `chromedriver` in a process group of its own: killed with its browsers on drop,
 /// or by a watchdog if the test process dies first.
 struct Driver {
-    child: Child,
+    _process: Group,
     port: u16,
 }
 
 impl Driver {
     fn start() -> Driver {
         let port = free_port();
-        let child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .arg("--allowed-ips=127.0.0.1")
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver (apt-get install chromium-driver)");
-        let watchdog = format!(
-            "while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill -KILL -- -{group} 2>/dev/null",
-            parent = std::process::id(),
-            group = child.id(),
+        let process = Group::spawn(
+            Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .arg("--allowed-ips=127.0.0.1")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
         );
-        // The watchdog outlives us on purpose; nobody waits for it.
-        #[allow(clippy::zombie_processes)]
-        Command::new("sh")
-            .args(["-c", &watchdog])
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the watchdog");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            thread::sleep(Duration::from_millis(50));
+        assert!(
+            wait_for_port(port, Duration::from_secs(10)),
+            "chromedriver did not start (apt-get install chromium-driver)"
+        );
+        Driver {
+            _process: process,
+            port,
         }
-        Driver { child, port }
-    }
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.wait();
     }
 }
 

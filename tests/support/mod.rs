@@ -39,7 +39,7 @@ pub fn free_port() -> u16 {
 }
 
 /// Waits until something accepts TCP connections on `port`.
-fn wait_for_port(port: u16, within: Duration) -> bool {
+pub fn wait_for_port(port: u16, within: Duration) -> bool {
     let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -51,12 +51,12 @@ fn wait_for_port(port: u16, within: Duration) -> bool {
 }
 
 /// A child process in a process group of its own, killed with its group on drop.
-struct Group {
+pub struct Group {
     child: Child,
 }
 
 impl Group {
-    fn spawn(command: &mut Command) -> Group {
+    pub fn spawn(command: &mut Command) -> Group {
         use std::os::unix::process::CommandExt;
         let child = command
             .process_group(0)

@@ -29,10 +29,7 @@ pub async fn read(req: &Request, config: &Config, raw_item: &str) -> Result<Resp
 pub async fn read_many(req: &Request, config: &Config) -> Result<Response, AppError> {
     let now = http::now();
     let query = http::query(req)?;
-    let ids = query
-        .iter()
-        .find(|(k, _)| k == "ids")
-        .map(|(_, v)| v.as_str())
+    let ids = http::param(&query, "ids")
         .ok_or_else(|| AppError::InvalidQuery("ids is required: ?ids=a,b,c".into()))?;
     let items = ids
         .split(',')
@@ -55,12 +52,7 @@ pub async fn read_many(req: &Request, config: &Config) -> Result<Response, AppEr
 /// `GET /v1/trending?window=hour|day&limit=10`: most viewed first.
 pub async fn trending(req: &Request, config: &Config) -> Result<Response, AppError> {
     let query = http::query(req)?;
-    let param = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let param = |name: &str| http::param(&query, name);
     let (window, window_name) = match param("window").unwrap_or("hour") {
         "hour" => (Window::Hour, "hour"),
         "day" => (Window::Day, "day"),

@@ -74,12 +74,7 @@ pub async fn record(
 pub async fn series(req: &Request, config: &Config, raw_item: &str) -> Result<Response, AppError> {
     let item = item_id(raw_item)?;
     let query = http::query(req)?;
-    let param = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let param = |name: &str| http::param(&query, name);
     let bucket = match param("bucket").unwrap_or("minute") {
         "minute" => Bucket::Minute,
         "hour" => Bucket::Hour,
