@@ -1,5 +1,5 @@
 # The two commands a new user runs: `make dev` and `make test`.
-.PHONY: dev test build setup bench-engine bench-gateway
+.PHONY: dev test build setup bench-engine bench-gateway bench-api
 
 dev:
 	bash scripts/dev.sh
@@ -22,3 +22,8 @@ bench-engine:
 # vs the npm @humanwhocodes/upstash-redis-server, 64 connections, one run.
 bench-gateway:
 	bash scripts/bench-gateway.sh
+
+# Worker API throughput: /healthz (baseline), likes and reads at 32 connections,
+# the built bundle under Miniflare (no inspector) and under wrangler dev, one run.
+bench-api:
+	bash scripts/bench-api.sh
