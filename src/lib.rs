@@ -10,6 +10,7 @@
 //!   - [`engine`]: the counting engine — likes, views, counters, reads — over [`rest`];
 //!   - [`token`]: HS256 identity tokens, verified and minted;
 //!   - [`viewer`]: anonymous viewer ids (a keyed daily hash) and bot detection;
+//!   - [`metrics`]: the worker's metrics, counted per isolate, summed in Redis, rendered as OpenMetrics;
 //! - [`edge`] (wasm32 only): the HTTP edge — entry point, router, handlers, config.
 
 // No unwrap()/expect() in serving code; tests may panic on setup failures.
