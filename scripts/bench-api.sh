@@ -149,8 +149,9 @@ for name in healthz healthz_after baseline likes reads; do
   total_failed=$((total_failed + ${failed[miniflare.$name]:-0} + ${failed[wrangler.$name]:-0}))
 done
 for name in likes reads; do
-  printf "$row" "$name / baseline" "$(ratio "${rps[miniflare.$name]}" "${rps[miniflare.baseline]}")" "" \
-    "$(ratio "${rps[wrangler.$name]}" "${rps[wrangler.baseline]}")" "" ""
+  printf '%-16s %16s %7s %19s\n' "$name / baseline" \
+    "$(ratio "${rps[miniflare.$name]}" "${rps[miniflare.baseline]}")" "" \
+    "$(ratio "${rps[wrangler.$name]}" "${rps[wrangler.baseline]}")"
 done
 if [ "$total_failed" -ne 0 ]; then
   echo "FAILED: $total_failed requests failed or were not 2xx; the figures above mean nothing" >&2
