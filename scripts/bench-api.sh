@@ -113,7 +113,9 @@ stop_last() {
 }
 
 echo "1/2 Miniflare API, no inspector (scripts/serve-bundle.mjs)"
-# Port 0: Miniflare binds a free port itself and prints it.
+# Port 0: Miniflare binds a free port itself and prints it. The log exists
+# before the server starts, so the loop below can read it at once.
+: >"$dir/miniflare.log"
 node scripts/serve-bundle.mjs "$bundle" 0 "$date" "$dir/.dev.vars" >"$dir/miniflare.log" 2>&1 </dev/null &
 pids+=($!)
 miniflare_port=""
