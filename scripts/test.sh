@@ -18,6 +18,12 @@ export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
 rm -rf target/deploy
 step node_modules/.bin/wrangler deploy --dry-run --outdir target/deploy
 step bash scripts/size.sh target/deploy/*.wasm target/deploy/index.js
-step cargo test --workspace --locked --no-fail-fast
+mkdir -p target
+step cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.log
 # Schemathesis against the real worker, from its own /openapi.json (bounded).
 step bash scripts/schemathesis.sh
+
+# One closing line for every cargo test binary together (the last binary's own
+# line is only the gateway's doc-tests).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i) ~ /^passed;?$/) p += $(i - 1); if ($(i) ~ /^failed;?$/) f += $(i - 1) } }
+     END { printf "\ncargo tests: %d passed, %d failed\n", p, f }' target/test-output.log
