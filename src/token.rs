@@ -10,7 +10,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-type HmacSha256 = Hmac<Sha256>;
+pub(crate) type HmacSha256 = Hmac<Sha256>;
 
 /// The longest `sub` accepted: identities end up as Redis set members.
 pub const MAX_SUBJECT_BYTES: usize = 256;
@@ -106,7 +106,8 @@ pub fn sign(claims: &Claims, secret: &[u8]) -> String {
     format!("{signing_input}.{signature}")
 }
 
-fn keyed(secret: &[u8]) -> HmacSha256 {
+/// HMAC-SHA256 keyed with `secret` (also keys the viewer hashes in [`crate::viewer`]).
+pub(crate) fn keyed(secret: &[u8]) -> HmacSha256 {
     // HMAC takes keys of any length, so this cannot fail.
     <HmacSha256 as KeyInit>::new_from_slice(secret).unwrap_or_else(|_| unreachable!())
 }

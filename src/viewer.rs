@@ -1,10 +1,9 @@
 //! Who is viewing: a keyed, daily-rotating hash for viewers without a token,
 //! and the user agents of known bots, whose views are not counted.
 
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
+use hmac::Mac;
 
-type HmacSha256 = Hmac<Sha256>;
+use crate::token::keyed;
 
 /// A stable id for an anonymous viewer on one UTC day, from `ip` and `user_agent`.
 ///
@@ -56,11 +55,6 @@ const BOT_MARKERS: &[&str] = &[
 pub fn is_bot(user_agent: &str) -> bool {
     let ua = user_agent.to_ascii_lowercase();
     BOT_MARKERS.iter().any(|marker| ua.contains(marker))
-}
-
-fn keyed(key: &[u8]) -> HmacSha256 {
-    // HMAC takes keys of any length, so this cannot fail.
-    <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
 }
 
 #[cfg(test)]

@@ -57,12 +57,19 @@ pub fn client_ip(req: &Request) -> String {
     header(req, "CF-Connecting-IP").unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// Reads the body, refusing anything over [`MAX_BODY_BYTES`].
-pub async fn body(req: &mut Request) -> Result<Vec<u8>, AppError> {
+/// Refuses a request whose declared `Content-Length` is over [`MAX_BODY_BYTES`],
+/// before any handler runs.
+pub fn check_declared_length(req: &Request) -> Result<(), AppError> {
     let declared = header(req, "Content-Length").and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > MAX_BODY_BYTES) {
-        return Err(AppError::BodyTooLarge);
+    match declared {
+        Some(length) if length > MAX_BODY_BYTES => Err(AppError::BodyTooLarge),
+        _ => Ok(()),
     }
+}
+
+/// Reads the body, refusing anything over [`MAX_BODY_BYTES`] (a body sent
+/// without a `Content-Length` is only measured here).
+pub async fn body(req: &mut Request) -> Result<Vec<u8>, AppError> {
     let bytes = req
         .bytes()
         .await

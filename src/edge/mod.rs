@@ -70,10 +70,7 @@ async fn dispatch(
     let Some(method) = method.filter(|m| route.methods().contains(m)) else {
         return Err(AppError::MethodNotAllowed(route.allow()));
     };
-    let declared = http::header(req, "Content-Length").and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|length| length > http::MAX_BODY_BYTES) {
-        return Err(AppError::BodyTooLarge);
-    }
+    http::check_declared_length(req)?;
     // Static routes need no secret, so they work even on a misconfigured worker.
     match route {
         Route::Demo => return assets::page(req),
