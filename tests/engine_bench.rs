@@ -67,13 +67,7 @@ fn settings(likes_store: LikesStore) -> Settings {
 async fn memory_case(name: &str, likes_store: LikesStore, who: impl Fn(u64) -> String) {
     let setup = Setup::start(settings(likes_store));
     let engine = &setup.engine;
-    for script in tally::scripts::ALL {
-        engine
-            .rest()
-            .command(&["SCRIPT", "LOAD", script.source()])
-            .await
-            .unwrap();
-    }
+    setup.load_scripts().await;
     let page = ItemId::parse(&unique("bench")).unwrap();
     let store_key = match likes_store {
         LikesStore::Set => engine.keys().likers(&page),
@@ -156,13 +150,7 @@ async fn round_trips_per_operation() {
         setup.trips.take().len(),
         setup.trips.noscripts()
     );
-    for script in tally::scripts::ALL {
-        engine
-            .rest()
-            .command(&["SCRIPT", "LOAD", script.source()])
-            .await
-            .unwrap();
-    }
+    setup.load_scripts().await;
     setup.trips.reset();
 
     macro_rules! measure {

@@ -157,14 +157,7 @@ async fn every_operation_is_one_round_trip() {
         key: "k".into(),
         fingerprint: "f".into(),
     };
-    // Scripts cached as after a first use: a fresh Redis would make each first call two trips.
-    for script in tally::scripts::ALL {
-        engine
-            .rest()
-            .command(&["SCRIPT", "LOAD", script.source()])
-            .await
-            .unwrap();
-    }
+    setup.load_scripts().await;
     setup.trips.reset();
     let mut trips = Vec::new();
     let mut note = |op: &str, sent: Vec<String>| trips.push((op.to_owned(), sent));

@@ -89,6 +89,18 @@ impl Setup {
         }
     }
 
+    /// Loads every script, as after a first use, so that no call below pays
+    /// a NOSCRIPT fallback (a fresh Redis would make each first call two trips).
+    pub async fn load_scripts(&self) {
+        for script in tally::scripts::ALL {
+            self.engine
+                .rest()
+                .command(&["SCRIPT", "LOAD", script.source()])
+                .await
+                .unwrap();
+        }
+    }
+
     /// A key of this test's engine, in `redis-cli` form.
     pub fn cli(&self, args: &[&str]) -> String {
         self.redis.cli(args)
