@@ -71,7 +71,7 @@ const mf = new Miniflare({
   // Module names are paths under this root; workerd refuses ones with "..".
   modulesRoot: dirname(resolve(bundle)),
   modulesRules: [
-    { type: "ESModule", include: ["**/*.js"] },
+    { type: "ESModule", include: ["**/*.js", "**/*.mjs"] },
     { type: "CompiledWasm", include: ["**/*.wasm"] },
   ],
   compatibilityDate,

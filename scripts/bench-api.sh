@@ -2,7 +2,8 @@
 # Benchmarks the worker's API against a JavaScript worker and a minimal
 # one-fetch worker, in one run, on one fresh redis-server and tally-gateway on
 # loopback (docs/benchmarks.md):
-#   rust     the built bundle (build/index.js + build/index_bg.wasm);
+#   rust     the built bundle (build/index.js + build/index_bg.wasm), or
+#            BENCH_RUST_BUNDLE (another build's index.js);
 #   js       bench/js-worker: the same routes with @upstash/redis and Web Crypto;
 #   minimal  bench/minimal-worker: one EVALSHA through fetch per /v1/ request.
 # Each is served alone by workerd through Miniflare's API, no inspector
@@ -31,10 +32,14 @@ workers=(rust js minimal)
 
 cargo build --release --quiet -p tally-gateway --bin tally-gateway
 cargo build --release --quiet -p tally --example load_api
-# Rebuild the Rust bundle only when it is missing or older than its sources.
-if [ ! -f build/index.js ] || [ -n "$(find src assets Cargo.toml Cargo.lock -newer build/index.js -print -quit)" ]; then
+# BENCH_RUST_BUNDLE measures another build of the Rust worker (its .wasm is
+# found beside it); by default build/, rebuilt when older than its sources.
+rust_bundle="${BENCH_RUST_BUNDLE:-$PWD/build/index.js}"
+if [ -z "${BENCH_RUST_BUNDLE:-}" ] && { [ ! -f build/index.js ] ||
+  [ -n "$(find src assets Cargo.toml Cargo.lock -newer build/index.js -print -quit)" ]; }; then
   bash scripts/build.sh
 fi
+rust_wasm="$(find "$(dirname "$rust_bundle")" -name '*.wasm' | head -1)"
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -69,7 +74,7 @@ esbuild_flags=(--bundle --format=esm --platform=neutral --main-fields=module,mai
   --conditions=workerd,worker,browser --loader:.lua=text --log-level=warning)
 node_modules/.bin/esbuild bench/js-worker/src/index.js "${esbuild_flags[@]}" --outfile="$dir/js.js"
 node_modules/.bin/esbuild bench/minimal-worker/src/index.js "${esbuild_flags[@]}" --outfile="$dir/minimal.js"
-declare -A bundle=([rust]="$PWD/build/index.js" [js]="$dir/js.js" [minimal]="$dir/minimal.js")
+declare -A bundle=([rust]="$rust_bundle" [js]="$dir/js.js" [minimal]="$dir/minimal.js")
 
 redis_port="$(free_port)"
 redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no \
@@ -176,6 +181,8 @@ shapes() {
 }
 
 echo "Worker API: rust, js, minimal; $connections connections, ${seconds}s per phase after a 1s warm-up, loopback"
+# The machine's load, so a reader can tell a quiet run from a busy one.
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)"
 : >"$dir/results"
 session=0
 for worker in rust js minimal minimal js rust; do
@@ -198,10 +205,11 @@ for worker in rust js minimal minimal js rust; do
     after="$(scripts_run)"
     [ -n "$line" ] || line="requests=0 seconds=0 rps=0 failed=1 marked=0 total=0 cpu_ms=0 first_status=0"
     echo "worker=$worker session=$session route=$route scripts=$((after - before)) exit=$status $line" >>"$dir/results"
-    printf ' %s %s' "$route" "$(sed -E 's/.* rps=([0-9]+).*/\1/' <<<"$line")"
+    printf ' %s %s' "$route" "$(awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+      printf "%s/%.2f", f["rps"], (f["requests"] > 0 ? f["cpu_ms"] / f["requests"] : 0) }' <<<"$line")"
   done
   node_cpu_after="$(awk '{ print $14 + $15 }' "/proc/${pids[-1]}/stat")"
-  printf ' req/s (Miniflare node process: %d ms CPU)\n' $(((node_cpu_after - node_cpu_before) * 10))
+  printf ' (req/s / CPU ms per request; Miniflare node process: %d ms CPU)\n' $(((node_cpu_after - node_cpu_before) * 10))
   stop_last
 done
 
@@ -215,8 +223,9 @@ for run in $(seq "$cold_runs"); do
   done
 done
 
-wasm_raw="$(wc -c <build/index_bg.wasm)"
-wasm_gzip="$(gzip -9 -c build/index_bg.wasm | wc -c)"
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+wasm_raw="$(wc -c <"$rust_wasm")"
+wasm_gzip="$(gzip -9 -c "$rust_wasm" | wc -c)"
 js_raw="$(wc -c <"$dir/js.js")"
 js_gzip="$(gzip -9 -c "$dir/js.js" | wc -c)"
 

@@ -40,7 +40,7 @@ const mf = new Miniflare({
   modulesRoot: dirname(resolve(bundle)),
   // worker-build emits an ES module that imports its .wasm as a compiled module.
   modulesRules: [
-    { type: "ESModule", include: ["**/*.js"] },
+    { type: "ESModule", include: ["**/*.js", "**/*.mjs"] },
     { type: "CompiledWasm", include: ["**/*.wasm"] },
   ],
   compatibilityDate,

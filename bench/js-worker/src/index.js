@@ -117,7 +117,8 @@ async function route(request, url, s, ctx) {
       return allow(["POST"], () => view(request, segments[2], s, ctx));
     }
   }
-  throw new HttpError(404, "not_found", "no route matches this path");
+  // Answered, not thrown: the commonest miss needs no stack trace.
+  return json({ error: { code: "not_found", message: "no route matches this path" } }, 404);
 }
 
 async function like(request, rawItem, s, want) {
@@ -291,12 +292,13 @@ async function identity(request, s, now) {
 function base64urlBytes(part) {
   if (!/^[A-Za-z0-9_-]*$/.test(part)) throw new Error("not base64url");
   const binary = atob(part.replace(/-/g, "+").replace(/_/g, "/"));
-  return Uint8Array.from(binary, (c) => c.charCodeAt(0));
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
 }
 
-function base64urlText(part) {
-  return new TextDecoder("utf-8", { fatal: true }).decode(base64urlBytes(part));
-}
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+const base64urlText = (part) => utf8.decode(base64urlBytes(part));
 
 // A keyed hash whose salt rotates daily (src/viewer.rs): no raw IP reaches Redis.
 async function dailyHash(s, now, parts) {
