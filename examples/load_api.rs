@@ -13,7 +13,9 @@
 //!   with its own identity `{TAG}-u{n}` walking its own sequence of items, so
 //!   every like is a new (identity, item) pair and writes; an `unlike` phase with
 //!   the same `TAG` walks the same sequence and removes those likes
-//!   (`marked` counts answers with `"changed":true`);
+//!   (`marked` counts answers with `"changed":true`); a `like` phase keeps
+//!   liking, unmeasured, for as long again after its window, so the unlike
+//!   phase has likes to remove even when it runs faster;
 //! - `view`: `POST /v1/items/{item}/views` with identity `{TAG}-v{n}` over its
 //!   own sequence of items, so every view is a new (viewer, item) pair and is
 //!   counted (`marked` counts `"counted":true`);
@@ -173,6 +175,11 @@ mod native {
             started.elapsed(),
         );
         let cpu_end = cpu_pid.map(tree_cpu_ms);
+        if phase == Phase::Like {
+            // Unmeasured likes past the window, so that an unlike phase that
+            // runs faster than this one still finds a like to remove.
+            tokio::time::sleep(duration).await;
+        }
         stop.store(true, Ordering::Relaxed);
         for task in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
