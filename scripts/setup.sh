@@ -37,6 +37,11 @@ if [ "$with_test_tools" = 1 ]; then
     python3 -m pip install --quiet --disable-pip-version-check \
       schemathesis==4.32.5 prometheus-client==0.26.0 openapi-spec-validator==0.9.0 jsonschema
   fi
+  # PyJWT for the Python back-end example (examples/python), run by tests/examples.rs.
+  if ! python3 -c 'import jwt' 2>/dev/null; then
+    say "pip install PyJWT"
+    python3 -m pip install --quiet --disable-pip-version-check PyJWT==2.15.1
+  fi
 fi
 
 # The wasm target and the two CLIs worker-build drives.
