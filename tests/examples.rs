@@ -243,3 +243,84 @@ fn make_token_without_sub_says_how_to_use_it() {
         printed(&output)
     );
 }
+
+/// The README's `console` blocks in order: each `$ ` command with the lines it shows.
+fn readme_sessions(readme: &str) -> Vec<(String, Vec<String>)> {
+    let mut steps: Vec<(String, Vec<String>)> = Vec::new();
+    let mut in_console = false;
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_console = line == "```console";
+        } else if in_console {
+            match line.strip_prefix("$ ") {
+                Some(command) => steps.push((command.to_owned(), Vec::new())),
+                None => steps
+                    .last_mut()
+                    .expect("a console block starts with a command")
+                    .1
+                    .push(line.to_owned()),
+            }
+        }
+    }
+    steps
+}
+
+/// Bucket start times (`"t":1796004000`) depend on the clock; the rest must match.
+fn without_times(line: &str) -> String {
+    let mut out = String::new();
+    let mut rest = line;
+    while let Some(at) = rest.find("\"t\":") {
+        out.push_str(&rest[..at + 4]);
+        rest = rest[at + 4..].trim_start_matches(|c: char| c.is_ascii_digit());
+        out.push('0');
+    }
+    out.push_str(rest);
+    out
+}
+
+#[test]
+fn the_readme_sessions_answer_what_the_readme_shows() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("read README.md");
+    let steps = readme_sessions(&readme);
+    assert!(steps.len() >= 8, "the README's console sessions: {steps:?}");
+    // The README talks to `make dev`; this runs the same commands against the test worker.
+    let worker = &shared().worker;
+    let local = |text: &str| {
+        text.replace("http://127.0.0.1:8787", &worker.url(""))
+            .replace("local-dev-api-key", API_KEY)
+            .replace("local-dev-jwt-secret-change-me", JWT_SECRET)
+    };
+    let script: String = steps
+        .iter()
+        .enumerate()
+        .map(|(i, (command, _))| format!("echo '@@ {i}'\n{}\necho\n", local(command)))
+        .collect();
+    let mut bash = Command::new("bash");
+    bash.args(["-c", &script])
+        .current_dir(root())
+        .env("TALLY_JWT_SECRET", JWT_SECRET);
+    for name in ["TALLY_URL", "TALLY_API_KEY", "TALLY_USER", "TALLY_ITEM"] {
+        bash.env_remove(name);
+    }
+    let output = outside_make(&mut bash).output().expect("run bash");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+
+    let mut answers = stdout.split("@@ ").skip(1);
+    for (i, (command, shown)) in steps.iter().enumerate() {
+        let answer = answers.next().unwrap_or_default();
+        let got: Vec<String> = answer
+            .lines()
+            .skip(1)
+            .filter(|l| !l.is_empty())
+            .map(without_times)
+            .collect();
+        let want: Vec<String> = shown.iter().map(|l| without_times(&local(l))).collect();
+        assert_eq!(
+            got,
+            want,
+            "README step {i}, `{command}`, answered differently (stderr: {})",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
