@@ -51,7 +51,7 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
 fi
 
 worker_build_version=0.8.7
-if [ "$(worker-build --version 2>/dev/null | awk '{print $2}')" != "$worker_build_version" ]; then
+if [ "$(worker-build --version 2>/dev/null | awk '{print $NF}')" != "$worker_build_version" ]; then
   say "cargo install worker-build $worker_build_version"
   cargo install worker-build --version "$worker_build_version"
 fi
