@@ -131,7 +131,7 @@ start() {
     sleep 0.2
   done
   [ -n "$port" ] || { cat "$dir/serve.log" >&2; exit 1; }
-  workerd="$(pgrep -g "${pids[-1]}" -x workerd | head -1)"
+  workerd="$(pgrep -g "${pids[-1]}" -x workerd | head -1 || true)"
   [ -n "$workerd" ] || { echo "no workerd process under $1's server" >&2; exit 1; }
 }
 
