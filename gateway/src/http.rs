@@ -16,6 +16,7 @@ use crate::command::Command;
 use crate::encode::{Encoding, Item, Reply, error_text};
 use crate::error::GatewayError;
 use crate::metrics::{CommandLabels, LatencyLabels, Metrics, RequestLabels, command_label};
+use crate::scripts::{KeyLocking, Rewrite};
 
 /// What every request handler shares.
 pub struct App {
@@ -27,6 +28,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The largest body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Upstash's `allow-key-locking` flag, stripped before Redis sees it.
+    pub key_locking: KeyLocking,
 }
 
 /// Which endpoint a request reached, as a metrics label.
@@ -161,13 +164,15 @@ async fn one(
         *label = command_label(command.raw_name());
         return Err(refusal.into());
     }
-    let command = restrict(command, access);
+    let mut command = restrict(command, access);
+    let rewrite = app.key_locking.rewrite(&mut command);
     // The label is set once Redis has answered (unknown names become `other`),
     // so a request that got no answer (503) keeps `-`.
-    let value = app.backend.run(&command).await?;
+    let mut value = app.backend.run(&command).await?;
     count(app, endpoint, &command, &value, Some(label));
+    rewrite.restore(&mut value);
     match &value {
-        Value::ServerError(e) => Err(GatewayError::Redis(error_text(e))),
+        Value::ServerError(e) => Err(GatewayError::Redis(rewrite.restore_text(error_text(e)))),
         _ => Ok(json(
             StatusCode::OK,
             &Item::Result(Reply {
@@ -186,14 +191,21 @@ async fn pipeline(
     encoding: Encoding,
 ) -> Result<Response, GatewayError> {
     // Refused commands answer in place; the others go to Redis in one round trip.
-    let checked: Vec<Result<Command, String>> = commands
+    let checked: Vec<Result<(Command, Rewrite), String>> = commands
         .into_iter()
         .map(|c| match c.check(access == Access::ReadOnly) {
-            Ok(()) => Ok(restrict(c, access)),
+            Ok(()) => {
+                let mut command = restrict(c, access);
+                let rewrite = app.key_locking.rewrite(&mut command);
+                Ok((command, rewrite))
+            }
             Err(refusal) => Err(refusal.to_string()),
         })
         .collect();
-    let runnable: Vec<&Command> = checked.iter().filter_map(|c| c.as_ref().ok()).collect();
+    let runnable: Vec<&Command> = checked
+        .iter()
+        .filter_map(|c| c.as_ref().ok().map(|(command, _)| command))
+        .collect();
     let values = match runnable.is_empty() {
         true => Vec::new(),
         false => app.backend.pipeline(&runnable).await?,
@@ -202,10 +214,11 @@ async fn pipeline(
     let mut answers = Vec::with_capacity(checked.len());
     for entry in &checked {
         answers.push(match entry {
-            Ok(command) => {
-                let value = values.next().unwrap_or(Value::Nil);
+            Ok((command, rewrite)) => {
+                let mut value = values.next().unwrap_or(Value::Nil);
                 count(app, endpoint, command, &value, None);
-                Ok(value)
+                rewrite.restore(&mut value);
+                Ok((value, rewrite))
             }
             Err(message) => Err(message.clone()),
         });
@@ -213,7 +226,7 @@ async fn pipeline(
     let items: Vec<Item> = answers
         .iter()
         .map(|a| match a {
-            Ok(value) => Item::from_value(value, encoding),
+            Ok((value, rewrite)) => item(value, rewrite, encoding),
             Err(message) => Item::Error(message.clone()),
         })
         .collect();
@@ -230,18 +243,23 @@ async fn transaction(
     // One refused command aborts the whole transaction before anything runs,
     // as a queuing error would in Redis.
     let mut checked = Vec::with_capacity(commands.len());
+    let mut rewrites = Vec::with_capacity(commands.len());
     for command in commands {
         command.check(access == Access::ReadOnly)?;
-        checked.push(restrict(command, access));
+        let mut command = restrict(command, access);
+        rewrites.push(app.key_locking.rewrite(&mut command));
+        checked.push(command);
     }
     match app.backend.transaction(&checked).await? {
-        Outcome::Committed(Value::Array(values)) => {
-            for (command, value) in checked.iter().zip(&values) {
+        Outcome::Committed(Value::Array(mut values)) => {
+            for ((command, value), rewrite) in checked.iter().zip(&mut values).zip(&rewrites) {
                 count(app, endpoint, command, value, None);
+                rewrite.restore(value);
             }
             let items: Vec<Item> = values
                 .iter()
-                .map(|v| Item::from_value(v, encoding))
+                .zip(rewrites.iter().chain(std::iter::repeat(&Rewrite::None)))
+                .map(|(v, rewrite)| item(v, rewrite, encoding))
                 .collect();
             Ok(json(StatusCode::OK, &items))
         }
@@ -274,6 +292,14 @@ fn metrics(app: &App) -> Response {
         app.metrics.render(),
     )
         .into_response()
+}
+
+/// One answer of a batch, with digests in errors named as the client knows them.
+fn item<'a>(value: &'a Value, rewrite: &Rewrite, encoding: Encoding) -> Item<'a> {
+    match value {
+        Value::ServerError(e) => Item::Error(rewrite.restore_text(error_text(e))),
+        _ => Item::Result(Reply { value, encoding }),
+    }
 }
 
 /// The read-only token's scripts run as `EVAL_RO` and friends.

@@ -9,6 +9,7 @@
 //! - [`auth`]: the full and read-only tokens;
 //! - [`backend`]: the multiplexed connection, the transaction pool, reconnects;
 //! - [`http`]: routes, limits and answers; [`error`]: failures as HTTP;
+//! - [`scripts`]: Upstash's `allow-key-locking` script flag, stripped for Redis;
 //! - [`metrics`]: Prometheus counters and histograms.
 
 // No unwrap()/expect() in serving code; tests may panic on setup failures.
@@ -21,6 +22,7 @@ pub mod encode;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod scripts;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -100,6 +102,7 @@ pub async fn serve(
         backend: Backend::new(&config.redis_url, &options, metrics.clone())?,
         metrics,
         max_body_bytes: config.max_body_bytes,
+        key_locking: scripts::KeyLocking::new(),
     });
     let router = Router::new().fallback(http::handle).with_state(app);
     axum::serve(listener, router)
