@@ -53,6 +53,8 @@ pub struct Backend {
     // fail fast instead of each waiting out its own connect timeout.
     failed_at: std::sync::Mutex<Option<Instant>>,
     generation: AtomicU64,
+    // The connection `SCRIPT KILL` goes over, made at the first kill.
+    control: Mutex<Option<MultiplexedConnection>>,
     pool: Pool,
     metrics: Arc<Metrics>,
 }
@@ -85,6 +87,7 @@ impl Backend {
             connecting: Mutex::new(()),
             failed_at: std::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
+            control: Mutex::new(None),
             pool,
             metrics,
         })
@@ -118,18 +121,25 @@ impl Backend {
             true => redis::cmd("FUNCTION").arg("KILL").to_owned(),
             false => redis::cmd("SCRIPT").arg("KILL").to_owned(),
         };
-        let mut conn = match self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await
-        {
-            Ok(conn) => conn,
-            Err(e) => {
-                eprintln!("tally-gateway: cannot connect to stop a slow script: {e}");
-                return false;
-            }
+        // One kill at a time, on one connection kept for them: many requests
+        // queued behind a runaway script all time out together.
+        let mut control = self.control.lock().await;
+        let mut conn = match control.take() {
+            Some(conn) => conn,
+            None => match self
+                .client
+                .get_multiplexed_async_connection_with_config(&self.config)
+                .await
+            {
+                Ok(conn) => conn,
+                Err(e) => {
+                    eprintln!("tally-gateway: cannot connect to stop a slow script: {e}");
+                    return false;
+                }
+            },
         };
-        match conn.req_packed_command(&kill).await {
+        let answer = conn.req_packed_command(&kill).await;
+        let stopped = match answer {
             Ok(Value::Okay) => true,
             Ok(Value::ServerError(e)) => {
                 // NOTBUSY: it ended meanwhile; UNKILLABLE: it has written.
@@ -145,9 +155,11 @@ impl Backend {
             }
             Err(e) => {
                 eprintln!("tally-gateway: could not stop a slow script: {e}");
-                false
+                return false;
             }
-        }
+        };
+        *control = Some(conn);
+        stopped
     }
 
     /// Runs commands in order in one round trip, not atomically.

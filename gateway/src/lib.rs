@@ -154,6 +154,12 @@ pub async fn serve(
         },
         script_timeout: config.script_timeout,
     });
+    // Connect and read Redis's command table now rather than at the first
+    // request; if Redis is down, the first requests retry (and log) anyway.
+    let warm = app.clone();
+    tokio::spawn(async move {
+        let _ = warm.backend.commands().await;
+    });
     let limits = listener::Limits {
         max_connections: config.max_connections,
         header_timeout: config.header_timeout,
