@@ -58,7 +58,7 @@ pub struct Config {
     pub script_timeout: Duration,
     /// Lets the full token run server administration (default false).
     pub allow_admin: bool,
-    /// Open HTTP connections at most; more are refused with `503` (default 512).
+    /// Open HTTP connections at most; more are refused with `503` (default 1024).
     pub max_connections: usize,
     /// How long a request's headers may take to arrive (default 10 s).
     pub header_timeout: Duration,
@@ -79,7 +79,7 @@ impl Config {
             response_timeout: Duration::from_secs(10),
             script_timeout: Duration::from_secs(5),
             allow_admin: false,
-            max_connections: 512,
+            max_connections: 1024,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
         }

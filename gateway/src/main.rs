@@ -45,7 +45,7 @@ struct Args {
     #[arg(long, env = "TALLY_GATEWAY_ALLOW_ADMIN")]
     allow_admin: bool,
     /// Open HTTP connections at most; more get 503 and are closed.
-    #[arg(long, env = "TALLY_GATEWAY_MAX_CONNECTIONS", default_value_t = 512)]
+    #[arg(long, env = "TALLY_GATEWAY_MAX_CONNECTIONS", default_value_t = 1024)]
     max_connections: usize,
     /// Seconds a request's headers may take to arrive before the connection is closed.
     #[arg(long, env = "TALLY_GATEWAY_HEADER_TIMEOUT", default_value_t = 10)]
