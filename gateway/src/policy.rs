@@ -196,11 +196,6 @@ impl CommandTable {
             _ => Lookup::Known(name, *entry),
         }
     }
-
-    /// Every name in the table (`get`, `config|get`...), for tests and tools.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.entries.keys().map(String::as_str)
-    }
 }
 
 fn text(value: &Value) -> Option<String> {
