@@ -60,31 +60,19 @@ macro_rules! limited {
     };
 }
 
-/// A hit on the rate limit alone (`POST /v1/visitors`).
+/// A hit on a network's minute limit and hourly budget (`POST /v1/visitors`).
 pub static RATE_LIMIT: Script = Script::new("rate_limit", limited!("rate_limit.lua"));
-/// Like or unlike, Set store.
+/// Like or unlike, in the Set or the Bitmap.
 pub static LIKE: Script = Script::new("like", limited!("like.lua"));
-/// Like or unlike, Bitmap store.
-pub static LIKE_BITMAP: Script = Script::new("like_bitmap", limited!("like_bitmap.lua"));
-/// Record a view: dedupe, idempotency, counters, buckets, viewers.
+/// Record a view: dedupe, idempotency, counters, buckets, viewers, trending.
 pub static VIEW: Script = Script::new("view", limited!("view.lua"));
-/// Add to a custom counter (integer or float).
+/// Add to a custom counter (integer or float), optionally idempotent.
 pub static COUNTER: Script = Script::new("counter", include_str!("scripts/counter.lua"));
 /// Read one item's snapshot.
 pub static READ: Script = Script::new("read", include_str!("scripts/read.lua"));
-/// Count a view in the trending sets.
-pub static TRENDING: Script = Script::new("trending", include_str!("scripts/trending.lua"));
 
 /// Every script, for loading and for the SHA1 test.
-pub static ALL: [&Script; 7] = [
-    &RATE_LIMIT,
-    &LIKE,
-    &LIKE_BITMAP,
-    &VIEW,
-    &COUNTER,
-    &READ,
-    &TRENDING,
-];
+pub static ALL: [&Script; 5] = [&RATE_LIMIT, &LIKE, &VIEW, &COUNTER, &READ];
 
 #[cfg(test)]
 mod tests {
