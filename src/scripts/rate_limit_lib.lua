@@ -1,4 +1,4 @@
--- rate_limit_lib.lua: fixed-window rate limits, prepended to every script
+-- rate_limit_lib.lua: fixed-window rate limits, put after the shebang of every script
 -- that takes rate-limit keys (see src/scripts.rs); not a script on its own.
 --
 -- rate_limit(now, key, limit, window, key2, limit2, window2) checks the
