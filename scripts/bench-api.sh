@@ -271,7 +271,7 @@ END {
       ratio(rps["rust"], rps["js"]), ratio(ms["rust"], ms["minimal"]),
       per["rust"], per["js"], per["minimal"], writes
     speed[route] = ratio(rps["rust"], rps["js"]); cpu_vs_min[route] = ratio(ms["rust"], ms["minimal"])
-    if (route == "view") view_scripts = ratio(scripts[kr], marked[kr])
+    if (route == "view") { view_scripts = ratio(scripts[kr], marked[kr]); js_view_scripts = ratio(scripts[kj], marked[kj]) }
   }
   while ((getline line < cold_file) > 0) {
     n = split(line, f, " ")
@@ -302,6 +302,7 @@ END {
   printf "  %s  404    rust CPU / minimal CPU    %5.2fx (goal <= 1.1x)\n", verdict(cpu_vs_min["notfound"] > 0 && cpu_vs_min["notfound"] <= 1.1), cpu_vs_min["notfound"]
   printf "  %s  wasm gzipped                  %6.0f KiB (goal <= 150 KiB)\n", verdict(wasm_gzip <= 150 * 1024), wasm_gzip / 1024
   printf "  %s  scripts per counted view (rust) %5.2f (goal 1)\n", verdict(view_scripts > 0 && view_scripts <= 1.01), view_scripts
+  printf "  info  scripts per counted view (js)   %5.2f\n", js_view_scripts
   printf "  info  cold start rust / js          %5.2fx (%.0f ms vs %.0f ms)\n", ratio(median_total["rust"], median_total["js"]), median_total["rust"], median_total["js"]
 
   while ((getline line < shape_rust) > 0) rust_shape[++nr] = line
