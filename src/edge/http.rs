@@ -80,13 +80,15 @@ pub async fn body(req: &mut Request) -> Result<Vec<u8>, AppError> {
     Ok(bytes)
 }
 
-/// The decoded query pairs of the request.
+/// The decoded query pairs of the request (`application/x-www-form-urlencoded`
+/// rules, as the URL standard reads a query), from the URL the runtime already
+/// normalised: no second URL parse in the worker.
 pub fn query(req: &Request) -> Result<Vec<(String, String)>, AppError> {
-    let url = req
-        .url()
-        .map_err(|_| AppError::InvalidQuery("the URL could not be parsed".into()))?;
-    Ok(url
-        .query_pairs()
+    let url = req.inner().url();
+    let query = url.split_once('?').map_or("", |(_, rest)| {
+        rest.split_once('#').map_or(rest, |(q, _)| q)
+    });
+    Ok(form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect())
 }
@@ -97,6 +99,12 @@ pub fn param<'q>(query: &'q [(String, String)], name: &str) -> Option<&'q str> {
         .iter()
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.as_str())
+}
+
+/// Milliseconds since the epoch. In Workers the clock advances only across
+/// I/O, so durations measure time spent waiting, not CPU time.
+pub fn now_ms() -> f64 {
+    worker::js_sys::Date::now()
 }
 
 /// The current time in unix seconds.

@@ -5,7 +5,7 @@ use worker::{Request, Response};
 use super::{admitted, item_id, limited_json};
 use crate::edge::config::Config;
 use crate::edge::error::AppError;
-use crate::edge::{http, identity};
+use crate::edge::{http, identity, metrics};
 
 /// Whether the caller wants the item liked or not.
 #[derive(Clone, Copy)]
@@ -33,6 +33,9 @@ pub async fn set(
         Want::NotLiked => engine.unlike(&item, &who.sub, &who.sub, now).await?,
     };
     let (outcome, rate) = admitted(limited)?;
+    if outcome.changed {
+        metrics::like_changed(outcome.liked);
+    }
     let body = serde_json::json!({
         "item": item.as_str(),
         "likes": outcome.likes,

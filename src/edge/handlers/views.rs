@@ -6,7 +6,7 @@ use worker::{Context, Request, Response};
 use super::{admitted, item_id, limited_json};
 use crate::edge::config::Config;
 use crate::edge::error::AppError;
-use crate::edge::{http, identity};
+use crate::edge::{http, identity, metrics};
 use crate::engine::{Bucket, Idempotency, ViewOutcome};
 use crate::viewer;
 
@@ -54,9 +54,13 @@ pub async fn record(
         ViewOutcome::Replayed { views, counted } => (views, counted, true),
         ViewOutcome::Conflict => return Err(AppError::IdempotencyConflict),
     };
+    if !replayed {
+        metrics::view(counted);
+    }
     let body = serde_json::json!({"item": item.as_str(), "views": views, "counted": counted});
     if counted && !replayed {
         // Trending is derived data: updated after the response, off the hot path.
+        let engine = engine.clone();
         ctx.wait_until(async move {
             if let Err(e) = engine.record_trending(&item, now).await {
                 worker::console_warn!("trending update failed: {e}");
