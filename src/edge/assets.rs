@@ -8,7 +8,8 @@
 //! matched (or when a setup runs the worker first); it is handed to the
 //! `ASSETS` binding if there is one, else it is a `404`.
 
-use worker::{Env, Request, Response};
+use worker::web_sys::Request;
+use worker::{Env, Response};
 
 use super::error::AppError;
 
@@ -20,7 +21,10 @@ pub async fn serve(req: &Request, env: &Env) -> Result<Response, AppError> {
     let Ok(assets) = env.assets(BINDING) else {
         return Err(AppError::NotFound);
     };
-    let response = assets.fetch_request(req.clone()?).await?;
+    let copy = req
+        .clone()
+        .map_err(|_| AppError::Internal("the request could not be copied".into()))?;
+    let response = assets.fetch_request(worker::Request::from(copy)).await?;
     if response.status_code() == 404 {
         return Err(AppError::NotFound);
     }

@@ -14,7 +14,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use worker::{Context, Request, Response};
+use worker::{Context, Response, web_sys::Request};
 
 use super::config::{Config, MAX_FLUSH_SECONDS};
 use super::error::AppError;

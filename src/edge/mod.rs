@@ -18,23 +18,25 @@ mod routes;
 
 use std::rc::Rc;
 
-use worker::{Context, Env, Method, Request, Response, event};
+use worker::web_sys::Request;
+use worker::{Context, Env, Method, Response, event};
 
 use config::{Basics, Config};
 use error::AppError;
 use handlers::likes::Want;
 use routes::Route;
 
-/// The worker's fetch entry point.
+/// The worker's fetch entry point. It takes the runtime's request as is: a
+/// `worker::Request` would read every property up front (`cf` included),
+/// each a call into JavaScript, where this reads only what a route needs.
 #[event(fetch)]
 async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let started = http::now_ms();
-    // The raw method: `req.method()` reads any method it does not know as GET.
-    let method = req.inner().method();
+    let method = req.method();
     let basics = Basics::get(&env);
     let origin = cors::allowed_origin(&req, &basics.origins);
-    let path = req.path();
-    let route = Route::recognise(&path);
+    let url = req.url();
+    let route = Route::recognise(http::path(&url));
     let config = Config::get(&env, metrics::observer);
     let mut response = match dispatch(&mut req, &method, &env, &ctx, route, &basics, &config).await
     {

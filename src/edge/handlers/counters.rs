@@ -1,7 +1,7 @@
 //! `POST /v1/items/{item}/counters/{name}`: server-to-server custom counters.
 
 use serde_json::Value;
-use worker::{Request, Response};
+use worker::{Response, web_sys::Request};
 
 use super::{counter_json, item_id};
 use crate::edge::config::Config;

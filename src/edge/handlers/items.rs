@@ -1,6 +1,6 @@
 //! Reads: one item, a batch of items, and trending items.
 
-use worker::{Request, Response};
+use worker::{Response, web_sys::Request};
 
 use super::{item_id, snapshot_json};
 use crate::edge::config::Config;

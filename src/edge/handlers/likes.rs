@@ -1,6 +1,6 @@
 //! `PUT` and `DELETE /v1/items/{item}/like`: one like per identity per item.
 
-use worker::{Request, Response};
+use worker::{Response, web_sys::Request};
 
 use super::{admitted, item_id, limited_json};
 use crate::edge::config::Config;

@@ -1,7 +1,7 @@
 //! `POST /v1/items/{item}/views` and the views series.
 
 use sha2::{Digest, Sha256};
-use worker::{Context, Request, Response};
+use worker::{Context, Response, web_sys::Request};
 
 use super::{admitted, item_id, limited_json};
 use crate::edge::config::Config;
