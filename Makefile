@@ -1,5 +1,5 @@
 # The two commands a new user runs: `make dev` and `make test`.
-.PHONY: dev test build setup bench-engine bench-gateway bench-api
+.PHONY: dev test build setup token bench-engine bench-gateway bench-api
 
 dev:
 	bash scripts/dev.sh
@@ -13,6 +13,11 @@ build:
 
 setup:
 	bash scripts/setup.sh --test
+
+# An identity token for SUB signed with the local worker's secret, for curl:
+# make token SUB=user-42 [TTL=3600]
+token:
+	@node scripts/token.mjs
 
 # Redis memory per like (Set vs Bitmap) and REST round trips per engine operation.
 bench-engine:

@@ -4,6 +4,8 @@
 # at 64 concurrent keep-alive connections
 #   1. straight at Redis with redis-benchmark,
 #   2. through tally-gateway (release build), driven by gateway/examples/load.rs,
+#      then the same script with Upstash's `#!lua flags=allow-key-locking` line,
+#      called by the flagged body's SHA1 (the gateway maps it to the stripped one),
 #   3. through the npm @humanwhocodes/upstash-redis-server, driven the same way,
 # then prints the three figures and the ratios. Bounded: a few seconds per phase.
 set -euo pipefail
@@ -69,6 +71,19 @@ gateway_line="$(timeout 60 target/release/examples/load "http://127.0.0.1:$gatew
 echo "   $gateway_line"
 gateway="${gateway_line%% *}"
 
+echo "2b/3 tally-gateway, the script flagged allow-key-locking (${seconds}s after 1s warm-up)"
+flagged_sha="$(python3 -c '
+import json, sys, urllib.request
+body = "#!lua flags=allow-key-locking\n" + open("gateway/examples/bench_like.lua").read()
+request = urllib.request.Request(sys.argv[1], data=json.dumps(["SCRIPT", "LOAD", body]).encode(),
+                                 headers={"Authorization": "Bearer " + sys.argv[2]})
+print(json.load(urllib.request.urlopen(request))["result"])
+' "http://127.0.0.1:$gateway_port/" "$token")"
+flagged_body="${body/$sha/$flagged_sha}"
+flagged_line="$(timeout 60 target/release/examples/load "http://127.0.0.1:$gateway_port/" "$token" "$connections" "$seconds" "$flagged_body")"
+echo "   $flagged_line"
+flagged="${flagged_line%% *}"
+
 echo "3/3 @humanwhocodes/upstash-redis-server (${seconds}s after 1s warm-up)"
 npm_port="$(free_port)"
 URS_TOKEN="$token" PORT="$npm_port" REDIS_URL="redis://127.0.0.1:$redis_port" \
@@ -82,8 +97,12 @@ npm="${npm_line%% *}"
 echo
 printf '%-42s %8s req/s\n' "redis-benchmark, direct:" "$direct"
 printf '%-42s %8s req/s\n' "tally-gateway:" "$gateway"
+printf '%-42s %8s req/s\n' "tally-gateway, allow-key-locking script:" "$flagged"
 printf '%-42s %8s req/s\n' "@humanwhocodes/upstash-redis-server:" "$npm"
 awk -v g="$gateway" -v n="$npm" -v d="$direct" 'BEGIN {
   printf "gateway / npm server: %.2fx (goal >= 2x)\n", g / n
   printf "gateway / direct:     %.0f%% (goal >= 40%%)\n", 100 * g / d
+}'
+awk -v g="$gateway" -v f="$flagged" 'BEGIN {
+  printf "flagged / plain:      %.2fx (the SHA1 mapping of allow-key-locking scripts)\n", f / g
 }'

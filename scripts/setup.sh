@@ -37,6 +37,11 @@ if [ "$with_test_tools" = 1 ]; then
     python3 -m pip install --quiet --disable-pip-version-check \
       schemathesis==4.32.5 prometheus-client==0.26.0 openapi-spec-validator==0.9.0 jsonschema
   fi
+  # PyJWT for the Python back-end example (examples/python), run by tests/examples.rs.
+  if ! python3 -c 'import jwt' 2>/dev/null; then
+    say "pip install PyJWT"
+    python3 -m pip install --quiet --disable-pip-version-check PyJWT==2.15.1
+  fi
 fi
 
 # The wasm target and the two CLIs worker-build drives.
@@ -46,7 +51,7 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
 fi
 
 worker_build_version=0.8.7
-if [ "$(worker-build --version 2>/dev/null | awk '{print $2}')" != "$worker_build_version" ]; then
+if [ "$(worker-build --version 2>/dev/null | awk '{print $NF}')" != "$worker_build_version" ]; then
   say "cargo install worker-build $worker_build_version"
   cargo install worker-build --version "$worker_build_version"
 fi

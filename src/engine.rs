@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::item::{CounterName, ItemId};
+use crate::item::{CounterName, ItemId, ItemPolicy};
 use crate::keys::{Keys, RATE_WINDOW_SECONDS};
 use crate::rest::{RestClient, RestError};
 use crate::scripts::{self, Script};
@@ -30,6 +30,10 @@ pub const MAX_TRENDING: usize = 100;
 pub const MAX_BITMAP_BITS: u64 = 1 << 32;
 /// Significant digits float counters are read back with (see [`CounterValue`]).
 pub const FLOAT_DIGITS: usize = 15;
+/// The width of the window of the visitor-token minting budget, in seconds.
+pub const MINT_WINDOW_SECONDS: i64 = 3_600;
+/// How much more a network's visitor tokens may write than one identity, by default.
+pub const NETWORK_LIMIT_FACTOR: u64 = 10;
 
 /// Where the identities that like an item are kept (`LIKES_STORE`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,8 +57,16 @@ pub struct Settings {
     pub view_dedupe_seconds: u64,
     /// Writes allowed per limiter per one-minute window (`RATE_LIMIT_PER_MINUTE`).
     pub rate_limit_per_minute: u64,
+    /// Writes allowed per minute to all the visitor tokens of one client
+    /// network together (`NETWORK_RATE_LIMIT_PER_MINUTE`, default 10x the above).
+    pub network_rate_limit_per_minute: u64,
+    /// Visitor tokens one client network may mint per clock hour
+    /// (`VISITOR_MINTS_PER_HOUR`), on top of the per-minute limit.
+    pub visitor_mints_per_hour: u64,
     /// Where likes are kept (`LIKES_STORE`, `BITMAP_MAX_ID`).
     pub likes_store: LikesStore,
+    /// Which item ids may be written (`ITEMS`, `ITEM_PATTERN`).
+    pub items: ItemPolicy,
 }
 
 impl Default for Settings {
@@ -63,8 +75,52 @@ impl Default for Settings {
             prefix: "tally".to_owned(),
             view_dedupe_seconds: 1_800,
             rate_limit_per_minute: 120,
+            network_rate_limit_per_minute: 120 * NETWORK_LIMIT_FACTOR,
+            visitor_mints_per_hour: 500,
             likes_store: LikesStore::Set,
+            items: ItemPolicy::Open,
         }
+    }
+}
+
+/// Whose rate limits a write counts against.
+///
+/// Every write counts against its `subject`'s limit (`RATE_LIMIT_PER_MINUTE`):
+/// an identity, or the hashed client network of a request without a token.
+/// A write by a visitor token also counts against its `network`'s limit
+/// (`NETWORK_RATE_LIMIT_PER_MINUTE`), in the same script, so a farm of visitor
+/// tokens on one network shares one budget. Identities the site signs itself
+/// have no network: the site vouches for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limiter<'a> {
+    /// The writer's own limiter.
+    pub subject: &'a str,
+    /// The limiter of the writer's client network, for visitor tokens.
+    pub network: Option<&'a str>,
+}
+
+impl<'a> Limiter<'a> {
+    /// A visitor token's holder `subject`, writing from `network`.
+    pub fn visitor(subject: &'a str, network: &'a str) -> Limiter<'a> {
+        Limiter {
+            subject,
+            network: Some(network),
+        }
+    }
+}
+
+impl<'a> From<&'a str> for Limiter<'a> {
+    fn from(subject: &'a str) -> Self {
+        Limiter {
+            subject,
+            network: None,
+        }
+    }
+}
+
+impl<'a> From<&'a String> for Limiter<'a> {
+    fn from(subject: &'a String) -> Self {
+        Limiter::from(subject.as_str())
     }
 }
 
@@ -120,12 +176,24 @@ pub enum ViewOutcome {
     Conflict,
 }
 
+/// The answer to an add to a custom counter.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CounterOutcome {
+    /// Added now; the counter's new value.
+    Added(CounterValue),
+    /// Same `Idempotency-Key` and fingerprint as an earlier request: its answer; nothing added.
+    Replayed(CounterValue),
+    /// The `Idempotency-Key` was used with another request (answer 409); nothing written.
+    Conflict,
+}
+
 /// An `Idempotency-Key` and the fingerprint of the request that carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Idempotency {
     /// The header's value (1–255 printable ASCII, checked by the edge).
     pub key: String,
-    /// A hash of method, path and viewer, computed by the edge.
+    /// A hash of what makes two requests the same (method, path, and the
+    /// viewer or the amount), computed by the edge.
     pub fingerprint: String,
 }
 
@@ -206,8 +274,9 @@ pub enum InvalidRequest {
     /// A float amount that is NaN or infinite.
     #[error("by must be a finite number")]
     NotFinite,
-    /// The counter would overflow (integer) or become infinite (float).
-    #[error("the counter would overflow")]
+    /// The counter would overflow (integer) or not be a finite double (float),
+    /// or it holds text that is not a number.
+    #[error("the counter would overflow or not hold a finite number: nothing was added")]
     CounterOverflow,
 }
 
@@ -220,6 +289,10 @@ pub enum EngineError {
     /// The request is invalid; the message is for the client (the edge answers 400).
     #[error("{0}")]
     Invalid(#[from] InvalidRequest),
+    /// The item id is outside `ITEM_PATTERN`, or not registered under
+    /// `ITEMS=registered` (the edge answers 404); nothing was written.
+    #[error("unknown item")]
+    UnknownItem,
     /// A script or command answered in a shape the engine does not know.
     #[error("unexpected answer from the counter store: {0}")]
     Unexpected(String),
@@ -290,46 +363,64 @@ impl Engine {
         Ok(())
     }
 
-    /// `who` likes `item`, as one atomic script with `limiter`'s rate limit.
+    /// `who` likes `item`, as one atomic script under `limiter`'s rate limits.
     pub async fn like(
         &self,
         item: &ItemId,
         who: &str,
-        limiter: &str,
+        limiter: impl Into<Limiter<'_>>,
         now: i64,
     ) -> Result<Limited<LikeOutcome>, EngineError> {
+        self.check_item(item)?;
         self.run_like(self.like_call(item, who, limiter, now, true))
             .await
     }
 
-    /// `who` no longer likes `item`, as one atomic script with `limiter`'s rate limit.
+    /// `who` no longer likes `item`, as one atomic script under `limiter`'s rate limits.
     pub async fn unlike(
         &self,
         item: &ItemId,
         who: &str,
-        limiter: &str,
+        limiter: impl Into<Limiter<'_>>,
         now: i64,
     ) -> Result<Limited<LikeOutcome>, EngineError> {
+        self.check_item(item)?;
         self.run_like(self.like_call(item, who, limiter, now, false))
             .await
     }
 
     /// The script call [`Engine::like`] (or, with `like = false`, [`Engine::unlike`]) makes.
-    pub fn like_call(&self, item: &ItemId, who: &str, limiter: &str, now: i64, like: bool) -> Call {
-        let (script, store, member) = match self.bitmap_offset(who) {
-            Some(offset) => (
-                &scripts::LIKE_BITMAP,
-                self.keys.liker_bits(item),
-                offset.to_string(),
-            ),
-            None => (&scripts::LIKE, self.keys.likers(item), who.to_owned()),
+    /// The script looks in both stores, so switching `LIKES_STORE` never
+    /// counts a like twice; a new like goes to the Bitmap in bitmap mode.
+    pub fn like_call<'a>(
+        &self,
+        item: &ItemId,
+        who: &str,
+        limiter: impl Into<Limiter<'a>>,
+        now: i64,
+        like: bool,
+    ) -> Call {
+        let (mut keys, mut args) = self.limits(limiter.into(), now);
+        keys.extend([
+            self.keys.stats(item),
+            self.keys.likers(item),
+            self.keys.liker_bits(item),
+        ]);
+        let store = if self.bitmap_offset(who).is_some() {
+            "bits"
+        } else {
+            "set"
         };
-        let mut args = self.rate_args(now);
-        args.push(member);
-        args.push(if like { "1" } else { "0" }.to_owned());
+        args.extend([
+            self.registered_flag().to_owned(),
+            who.to_owned(),
+            user_bit(who).map(|o| o.to_string()).unwrap_or_default(),
+            store.to_owned(),
+            if like { "1" } else { "0" }.to_owned(),
+        ]);
         Call {
-            script,
-            keys: vec![self.rate_key(limiter, now), self.keys.stats(item), store],
+            script: &scripts::LIKE,
+            keys,
             args,
         }
     }
@@ -337,6 +428,9 @@ impl Engine {
     async fn run_like(&self, call: Call) -> Result<Limited<LikeOutcome>, EngineError> {
         let answer = self.rest.eval(call.script, &call.keys, &call.args).await?;
         let fields = integers(&answer, 6)?;
+        if fields[0] == 4 {
+            return Err(EngineError::UnknownItem);
+        }
         let rate = self.rate_status(fields[1], fields[2]);
         let outcome = (fields[0] == 1).then(|| LikeOutcome {
             likes: non_negative(fields[3]),
@@ -346,29 +440,30 @@ impl Engine {
         Ok(Limited { rate, outcome })
     }
 
-    /// Records a view of `item` by `viewer`, as one atomic script with
-    /// `limiter`'s rate limit. A replay or conflict of `idempotency` uses no
-    /// rate-limit slot (it writes nothing); a view that is not `countable` (a
-    /// bot) uses one and answers the current count.
+    /// Records a view of `item` by `viewer`, as one atomic script under
+    /// `limiter`'s rate limits; a counted view also counts in the current
+    /// hour's and day's trending sets, in the same script. A replay or
+    /// conflict of `idempotency` uses no rate-limit slot (it writes nothing); a
+    /// view that is not `countable` (a bot) uses one and answers the current count.
     pub async fn view(
         &self,
         item: &ItemId,
         viewer: &str,
-        limiter: &str,
+        limiter: impl Into<Limiter<'_>>,
         now: i64,
         idempotency: Option<&Idempotency>,
         countable: bool,
     ) -> Result<Limited<ViewOutcome>, EngineError> {
+        self.check_item(item)?;
         let day = Bucket::Day.start(now);
-        let mut keys = vec![
-            self.rate_key(limiter, now),
-            self.keys.stats(item),
-            self.keys.seen(item, viewer),
-        ];
-        let mut args = self.rate_args(now);
-        args.push(viewer.to_owned());
-        args.push(self.settings.view_dedupe_seconds.max(1).to_string());
-        args.push(if countable { "1" } else { "0" }.to_owned());
+        let (mut keys, mut args) = self.limits(limiter.into(), now);
+        keys.extend([self.keys.stats(item), self.keys.seen(item, viewer)]);
+        args.extend([
+            self.registered_flag().to_owned(),
+            viewer.to_owned(),
+            self.settings.view_dedupe_seconds.max(1).to_string(),
+            if countable { "1" } else { "0" }.to_owned(),
+        ]);
         for bucket in Bucket::ALL {
             let start = bucket.start(now);
             keys.push(self.keys.views_bucket(item, bucket, start));
@@ -376,6 +471,12 @@ impl Engine {
         }
         keys.push(self.keys.viewers(item, day));
         args.push((day + VIEWERS_TTL_SECONDS).to_string());
+        args.push(item.as_str().to_owned());
+        for window in Window::ALL {
+            let start = window.bucket().start(now);
+            keys.push(self.keys.trending(window, start));
+            args.push((start + window.ttl_seconds()).to_string());
+        }
         if let Some(idempotency) = idempotency {
             keys.push(self.keys.idempotency(&idempotency.key));
             args.push(idempotency.fingerprint.clone());
@@ -392,6 +493,7 @@ impl Engine {
             1 => Some(ViewOutcome::Recorded { views, counted }),
             2 => Some(ViewOutcome::Replayed { views, counted }),
             3 => Some(ViewOutcome::Conflict),
+            4 => return Err(EngineError::UnknownItem),
             other => return Err(EngineError::Unexpected(format!("view status {other}"))),
         };
         Ok(Limited { rate, outcome })
@@ -405,35 +507,82 @@ impl Engine {
         name: &CounterName,
         by: Amount,
     ) -> Result<CounterValue, EngineError> {
+        match self.add_to_counter_once(item, name, by, None).await? {
+            CounterOutcome::Added(value) => Ok(value),
+            other => Err(EngineError::Unexpected(format!(
+                "counter: {other:?} without an idempotency key"
+            ))),
+        }
+    }
+
+    /// [`Engine::add_to_counter`], at most once per `idempotency` key: a
+    /// retry of the same request within 24 h gets the first answer, and the
+    /// key with another request is a conflict; both write nothing. An add
+    /// whose result would not be a finite double is refused before anything
+    /// is written ([`InvalidRequest::CounterOverflow`]).
+    pub async fn add_to_counter_once(
+        &self,
+        item: &ItemId,
+        name: &CounterName,
+        by: Amount,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<CounterOutcome, EngineError> {
         let (kind, amount) = match by {
             Amount::Int(n) => ("int", n.to_string()),
             Amount::Float(f) if f.is_finite() => ("float", f.to_string()),
             Amount::Float(_) => return Err(InvalidRequest::NotFinite.into()),
         };
-        let keys = [self.keys.counters(item)];
-        let args = [
+        self.check_item(item)?;
+        let mut keys = vec![self.keys.counters(item), self.keys.stats(item)];
+        let mut args = vec![
             // ARGV[1] is the time slot every script has; counters keep no time.
             "0".to_owned(),
+            self.registered_flag().to_owned(),
             Keys::counter_field(name),
             kind.to_owned(),
             amount,
         ];
-        let answer = match self.rest.eval(&scripts::COUNTER, &keys, &args).await {
-            Err(RestError::Redis(message))
-                if message.contains("overflow") || message.contains("NaN or Infinity") =>
-            {
-                return Err(InvalidRequest::CounterOverflow.into());
-            }
-            other => other?,
+        if let Some(idempotency) = idempotency {
+            keys.push(self.keys.idempotency(&idempotency.key));
+            args.push(idempotency.fingerprint.clone());
+            args.push(IDEMPOTENCY_TTL_SECONDS.to_string());
+        }
+        let answer = self.rest.eval(&scripts::COUNTER, &keys, &args).await?;
+        let Some([status, kind, value]) = answer.as_array().map(Vec::as_slice) else {
+            return Err(unexpected("counter", &answer));
         };
-        match answer.as_array().map(Vec::as_slice) {
-            Some([Value::String(kind), value]) if kind == "int" => as_i64(value)
-                .map(CounterValue::Int)
+        let answered = || match (kind.as_str(), value) {
+            (Some("int"), text) => as_i64(text).map(CounterValue::Int),
+            (Some("float"), Value::String(text)) => counter_value(text),
+            _ => None,
+        };
+        match as_i64(status) {
+            Some(1) => answered()
+                .map(CounterOutcome::Added)
                 .ok_or_else(|| unexpected("counter", &answer)),
-            Some([Value::String(kind), Value::String(text)]) if kind == "float" => {
-                counter_value(text).ok_or_else(|| unexpected("counter", &answer))
-            }
+            Some(2) => answered()
+                .map(CounterOutcome::Replayed)
+                .ok_or_else(|| unexpected("counter", &answer)),
+            Some(3) => Ok(CounterOutcome::Conflict),
+            Some(4) => Err(EngineError::UnknownItem),
+            Some(5) => Err(InvalidRequest::CounterOverflow.into()),
             _ => Err(unexpected("counter", &answer)),
+        }
+    }
+
+    /// Registers `item` (`PUT /v1/items/{item}`, for `ITEMS=registered`):
+    /// true when this call created it, false when it already was. One command.
+    pub async fn register(&self, item: &ItemId, now: i64) -> Result<bool, EngineError> {
+        self.check_item(item)?;
+        let key = self.keys.stats(item);
+        let now = now.to_string();
+        let answer = self
+            .rest
+            .command(&["HSETNX", key.as_str(), "registered", now.as_str()])
+            .await?;
+        match as_i64(&answer) {
+            Some(created) => Ok(created == 1),
+            None => Err(unexpected("register", &answer)),
         }
     }
 
@@ -482,9 +631,9 @@ impl Engine {
             self.keys.likers(item),
             self.keys.liker_bits(item),
         ];
-        let offset = who
-            .and_then(|w| self.bitmap_offset(w))
-            .map(|o| o.to_string());
+        // Any canonical id's bit is read, whatever the mode: LIKES_STORE may
+        // have been switched (GETBIT past a bitmap's end reads 0, allocating nothing).
+        let offset = who.and_then(user_bit).map(|o| o.to_string());
         let args = vec![
             now.to_string(),
             who.unwrap_or("").to_owned(),
@@ -538,36 +687,24 @@ impl Engine {
             .collect()
     }
 
-    /// One hit on `limiter`'s rate limit alone (`POST /v1/visitors`).
+    /// One hit on `limiter`'s minute limit and hourly minting budget
+    /// (`POST /v1/visitors`; `limiter` is the client's network).
     pub async fn admit(&self, limiter: &str, now: i64) -> Result<Limited<()>, EngineError> {
-        let keys = [self.rate_key(limiter, now)];
-        let answer = self
-            .rest
-            .eval(&scripts::RATE_LIMIT, &keys, &self.rate_args(now))
-            .await?;
+        let hour = now.div_euclid(MINT_WINDOW_SECONDS) * MINT_WINDOW_SECONDS;
+        let keys = [
+            self.rate_key(limiter, now),
+            self.keys.rate(&format!("mint:{limiter}"), hour),
+        ];
+        let mut args = self.rate_args(now);
+        args.push(self.settings.visitor_mints_per_hour.to_string());
+        args.push(MINT_WINDOW_SECONDS.to_string());
+        let answer = self.rest.eval(&scripts::RATE_LIMIT, &keys, &args).await?;
         // {admitted, count, limit, reset}: the limit is the one sent.
         let fields = integers(&answer, 4)?;
         Ok(Limited {
             rate: self.rate_status(fields[1], fields[3]),
             outcome: (fields[0] == 1).then_some(()),
         })
-    }
-
-    /// Counts one view of `item` in the current hour's and day's trending sets.
-    /// Derived data: called after the response, for counted views only.
-    pub async fn record_trending(&self, item: &ItemId, now: i64) -> Result<(), EngineError> {
-        let keys: Vec<String> = Window::ALL
-            .iter()
-            .map(|&w| self.keys.trending(w, w.bucket().start(now)))
-            .collect();
-        let mut args = vec![now.to_string(), item.as_str().to_owned()];
-        args.extend(
-            Window::ALL
-                .iter()
-                .map(|&w| (w.bucket().start(now) + w.ttl_seconds()).to_string()),
-        );
-        self.rest.eval(&scripts::TRENDING, &keys, &args).await?;
-        Ok(())
     }
 
     /// The `limit` (1–100) most viewed items of the current hour or UTC day,
@@ -603,14 +740,47 @@ impl Engine {
             .collect()
     }
 
-    /// The Bitmap offset for `who`, when bitmap mode is on and `who` is a
-    /// canonical decimal id below the maximum ("042" is not 42: it is another identity).
+    /// The Bitmap offset a new like of `who` goes to, when bitmap mode is on
+    /// and `who` is a canonical decimal id below the maximum ("042" is not
+    /// 42: it is another identity).
     fn bitmap_offset(&self, who: &str) -> Option<u64> {
         let LikesStore::Bitmap { max_id } = self.settings.likes_store else {
             return None;
         };
-        let id: u64 = who.parse().ok()?;
-        (id < max_id.min(MAX_BITMAP_BITS) && id.to_string() == who).then_some(id)
+        user_bit(who).filter(|&id| id < max_id)
+    }
+
+    /// `404 unknown_item` for an id outside `ITEM_PATTERN`, before any request.
+    fn check_item(&self, item: &ItemId) -> Result<(), EngineError> {
+        match &self.settings.items {
+            ItemPolicy::Pattern(pattern) if !pattern.matches(item) => Err(EngineError::UnknownItem),
+            _ => Ok(()),
+        }
+    }
+
+    /// The write scripts' `registered` argument: '1' under `ITEMS=registered`.
+    fn registered_flag(&self) -> &'static str {
+        match self.settings.items {
+            ItemPolicy::Registered => "1",
+            _ => "0",
+        }
+    }
+
+    /// The two rate-limit keys and the five rate-limit arguments every write
+    /// script starts with (see `rate_limit_lib.lua`).
+    fn limits(&self, limiter: Limiter<'_>, now: i64) -> (Vec<String>, Vec<String>) {
+        let own = self.rate_key(limiter.subject, now);
+        let (network, network_limit) = match limiter.network {
+            Some(network) => (
+                self.rate_key(network, now),
+                self.settings.network_rate_limit_per_minute,
+            ),
+            None => (own.clone(), 0),
+        };
+        let mut args = self.rate_args(now);
+        args.push(network_limit.to_string());
+        args.push(RATE_WINDOW_SECONDS.to_string());
+        (vec![own, network], args)
     }
 
     fn rate_key(&self, limiter: &str, now: i64) -> String {
@@ -651,8 +821,12 @@ fn snapshot(item: &ItemId, answer: &Value) -> Result<ItemSnapshot, EngineError> 
         let [Value::String(name), Value::String(text)] = pair else {
             return Err(unexpected("read", answer));
         };
-        let value = counter_value(text).ok_or_else(|| unexpected("read", answer))?;
-        map.insert(name.clone(), value);
+        // A counter whose text is not a finite double (written by hand, or
+        // before adds were checked: `inf`, `nan`, `1.99e308`, garbage) is left
+        // out rather than failing the whole read.
+        if let Some(value) = counter_value(text) {
+            map.insert(name.clone(), value);
+        }
     }
     Ok(ItemSnapshot {
         item: item.as_str().to_owned(),
@@ -676,6 +850,12 @@ fn counter_value(text: &str) -> Option<CounterValue> {
     let f: f64 = text.parse().ok().filter(|f: &f64| f.is_finite())?;
     let rounded: f64 = format!("{:.*e}", FLOAT_DIGITS - 1, f).parse().ok()?;
     Some(CounterValue::Float(rounded))
+}
+
+/// The bit of `who` in an item's Bitmap: a canonical decimal id below 2^32.
+fn user_bit(who: &str) -> Option<u64> {
+    let id: u64 = who.parse().ok()?;
+    (id < MAX_BITMAP_BITS && id.to_string() == who).then_some(id)
 }
 
 fn integers(answer: &Value, len: usize) -> Result<Vec<i64>, EngineError> {
@@ -725,6 +905,9 @@ mod tests {
         );
         assert_eq!(counter_value("17.25"), Some(CounterValue::Float(17.25)));
         assert_eq!(counter_value("nope"), None);
+        for unreadable in ["inf", "-inf", "nan", "1.99e308"] {
+            assert_eq!(counter_value(unreadable), None, "{unreadable}");
+        }
     }
 
     // Natively only: the wasm REST client has no default transport.

@@ -74,6 +74,85 @@ impl fmt::Display for CounterName {
     }
 }
 
+/// Which item ids may be written (`ITEMS`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ItemPolicy {
+    /// Any valid id (`ITEMS=open`, the default).
+    #[default]
+    Open,
+    /// Ids that match `ITEM_PATTERN` (`ITEMS=pattern`); others are `404 unknown_item`.
+    Pattern(ItemPattern),
+    /// Ids registered with the API key (`ITEMS=registered`, `PUT /v1/items/{item}`).
+    Registered,
+}
+
+/// `ITEM_PATTERN` was empty or named something no item id can match.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "ITEM_PATTERN is a comma list of id prefixes or globs with `*` (e.g. `blog/,docs/*/intro`)"
+)]
+pub struct InvalidPattern;
+
+/// `ITEM_PATTERN`: a comma list of entries, each a prefix (`blog/`) or, when
+/// it has a `*`, a glob that must match the whole id (`*` matches any run of
+/// characters, `/` included: `docs/*/intro`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemPattern {
+    entries: Vec<String>,
+}
+
+impl ItemPattern {
+    /// Parses the comma list; every entry must use the item-id alphabet (plus `*`).
+    pub fn parse(list: &str) -> Result<ItemPattern, InvalidPattern> {
+        let entries: Vec<String> = list
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let valid = |e: &String| e.bytes().all(|b| is_name_byte(b) || b == b'/' || b == b'*');
+        if entries.is_empty() || !entries.iter().all(valid) {
+            return Err(InvalidPattern);
+        }
+        Ok(ItemPattern { entries })
+    }
+
+    /// Whether `item` matches any entry.
+    pub fn matches(&self, item: &ItemId) -> bool {
+        let id = item.as_str().as_bytes();
+        self.entries.iter().any(|entry| {
+            if entry.contains('*') {
+                glob(entry.as_bytes(), id)
+            } else {
+                id.starts_with(entry.as_bytes())
+            }
+        })
+    }
+}
+
+/// Whether `text` matches `pattern` whole, `*` matching any run of bytes:
+/// linear, backtracking only to the last `*`.
+fn glob(pattern: &[u8], text: &[u8]) -> bool {
+    let (mut p, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, t));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == text[t] {
+            p += 1;
+            t += 1;
+        } else if let Some((sp, st)) = star {
+            p = sp + 1;
+            t = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&b| b == b'*')
+}
+
 fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-' | b':')
 }
@@ -135,6 +214,22 @@ mod tests {
         assert_eq!(CounterName::parse("a/b"), Err(InvalidName));
         assert_eq!(CounterName::parse(&"n".repeat(65)), Err(InvalidName));
         assert_eq!(CounterName::parse(""), Err(InvalidName));
+    }
+
+    #[test]
+    fn a_pattern_entry_is_a_prefix_or_a_whole_id_glob() {
+        let pattern = ItemPattern::parse("blog/, docs/*/intro,*-draft").unwrap();
+        let matches = |id: &str| pattern.matches(&ItemId::parse(id).unwrap());
+        assert!(matches("blog/2026/hello"));
+        assert!(matches("docs/v1/intro"));
+        assert!(matches("docs/v1/beta/intro"));
+        assert!(matches("x-draft"));
+        assert!(!matches("blogs"));
+        assert!(!matches("docs/v1/intro/more"));
+        assert!(!matches("random-id"));
+        for bad in ["", " , ", "a b", "{x}"] {
+            assert_eq!(ItemPattern::parse(bad), Err(InvalidPattern), "{bad:?}");
+        }
     }
 
     #[test]

@@ -402,8 +402,11 @@ fn script_command<'a>(
     command
 }
 
-/// Key counts as text without allocating; no script takes more than 9 keys.
-const NUMBERS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+/// Key counts as text without allocating; no script takes more than 15 keys
+/// (a view with an `Idempotency-Key` takes 11).
+const NUMBERS: [&str; 16] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
+];
 
 /// One `{"result": …}` or `{"error": "…"}`.
 fn entry(body: Value) -> Result<Value, RestError> {

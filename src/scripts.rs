@@ -1,9 +1,16 @@
 //! The Lua scripts Tally runs on Redis, each loaded from its `.lua` file.
 //!
 //! Every script states its KEYS, ARGV, return value and why it must be atomic
-//! in a header. Scripts guarded by a rate limit are sent with the shared
-//! `rate_limit_lib.lua` prepended, so the limit is written once. A script's
-//! SHA1 is computed from its exact source, once, the first time it is needed.
+//! in a header. Every script is sent with a first line of its own, the
+//! shebang `#!lua flags=allow-key-locking`: Upstash then locks only the keys
+//! in `KEYS`, which every script declares, instead of running each script
+//! under its global lock (locally, `tally-gateway` strips the flag as Upstash
+//! does, see docs/gateway.md). The read script cannot add `no-writes`: it
+//! calls `PFCOUNT`, which Redis flags `may-replicate` (it caches the count in
+//! the HyperLogLog), and a `no-writes` script may not call it. Scripts guarded by a rate
+//! limit get the shared `rate_limit_lib.lua` right after that line, so the
+//! limit is written once. A script's SHA1 is computed from its exact source,
+//! once, the first time it is needed.
 
 use std::sync::OnceLock;
 
@@ -51,40 +58,40 @@ impl PartialEq for Script {
 
 impl Eq for Script {}
 
+/// A script with the shebang as its first line: lock only its `KEYS` (Upstash).
+macro_rules! locking {
+    ($file:literal) => {
+        concat!(
+            "#!lua flags=allow-key-locking\n",
+            include_str!(concat!("scripts/", $file))
+        )
+    };
+}
+
+/// [`locking!`], with the rate limit library between the shebang and the script.
 macro_rules! limited {
     ($file:literal) => {
         concat!(
+            "#!lua flags=allow-key-locking\n",
             include_str!("scripts/rate_limit_lib.lua"),
             include_str!(concat!("scripts/", $file))
         )
     };
 }
 
-/// A hit on the rate limit alone (`POST /v1/visitors`).
+/// A hit on a network's minute limit and hourly budget (`POST /v1/visitors`).
 pub static RATE_LIMIT: Script = Script::new("rate_limit", limited!("rate_limit.lua"));
-/// Like or unlike, Set store.
+/// Like or unlike, in the Set or the Bitmap.
 pub static LIKE: Script = Script::new("like", limited!("like.lua"));
-/// Like or unlike, Bitmap store.
-pub static LIKE_BITMAP: Script = Script::new("like_bitmap", limited!("like_bitmap.lua"));
-/// Record a view: dedupe, idempotency, counters, buckets, viewers.
+/// Record a view: dedupe, idempotency, counters, buckets, viewers, trending.
 pub static VIEW: Script = Script::new("view", limited!("view.lua"));
-/// Add to a custom counter (integer or float).
-pub static COUNTER: Script = Script::new("counter", include_str!("scripts/counter.lua"));
+/// Add to a custom counter (integer or float), optionally idempotent.
+pub static COUNTER: Script = Script::new("counter", locking!("counter.lua"));
 /// Read one item's snapshot.
-pub static READ: Script = Script::new("read", include_str!("scripts/read.lua"));
-/// Count a view in the trending sets.
-pub static TRENDING: Script = Script::new("trending", include_str!("scripts/trending.lua"));
+pub static READ: Script = Script::new("read", locking!("read.lua"));
 
 /// Every script, for loading and for the SHA1 test.
-pub static ALL: [&Script; 7] = [
-    &RATE_LIMIT,
-    &LIKE,
-    &LIKE_BITMAP,
-    &VIEW,
-    &COUNTER,
-    &READ,
-    &TRENDING,
-];
+pub static ALL: [&Script; 5] = [&RATE_LIMIT, &LIKE, &VIEW, &COUNTER, &READ];
 
 #[cfg(test)]
 mod tests {
@@ -98,7 +105,18 @@ mod tests {
 
     #[test]
     fn limited_scripts_carry_the_rate_limit_prelude() {
-        assert!(LIKE.source().starts_with("-- rate_limit_lib.lua"));
+        assert!(
+            LIKE.source()
+                .starts_with("#!lua flags=allow-key-locking\n-- rate_limit_lib.lua")
+        );
         assert!(!READ.source().contains("rate_limit("));
+    }
+
+    #[test]
+    fn every_script_opens_with_the_key_locking_shebang() {
+        for script in ALL {
+            let first = script.source().lines().next().unwrap_or_default();
+            assert_eq!(first, "#!lua flags=allow-key-locking", "{}", script.name());
+        }
     }
 }

@@ -1,23 +1,55 @@
 //! Who is viewing: a keyed, daily-rotating hash for viewers without a token,
-//! and the user agents of known bots, whose views are not counted.
+//! the client network anonymous identities are bounded by, and the user agents
+//! of known bots, whose views are not counted.
+
+use std::net::IpAddr;
 
 use hmac::Mac;
 
 use crate::token::keyed;
 
-/// A stable id for an anonymous viewer on one UTC day, from `ip` and `user_agent`.
+/// The client network `ip` belongs to: the address itself for IPv4 (a /32),
+/// its /64 for IPv6 (`2001:db8:1:2::/64`), since one IPv6 host commonly holds
+/// a whole /64 and can rotate through it. An IPv4-mapped IPv6 address is its
+/// IPv4 address; anything unparsable is taken as is.
+pub fn network(ip: &str) -> String {
+    match ip.trim().parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Err(_) => ip.to_owned(),
+    }
+}
+
+/// A stable id for an anonymous viewer on one UTC day, from the network of
+/// `ip` and `user_agent`.
 ///
 /// The salt is derived from `secret` and the day number, so it rotates daily
 /// without being stored anywhere, and no raw IP ever reaches Redis: the same
 /// person gets a different id tomorrow and nobody can reverse today's.
 pub fn anonymous_viewer(secret: &[u8], now: i64, ip: &str, user_agent: &str) -> String {
-    format!("v:{}", daily_hash(secret, now, &[ip, user_agent]))
+    format!(
+        "v:{}",
+        daily_hash(secret, now, &[network(ip).as_str(), user_agent])
+    )
 }
 
-/// The rate-limit subject of a client without a token: its IP, hashed the
-/// same way, so the limiter's keys hold no raw IP either.
+/// The rate-limit subject of a client without a token: its network, hashed
+/// the same way, so the limiter's keys hold no raw IP either. It also carries
+/// the network's hourly budget of visitor tokens.
 pub fn anonymous_client(secret: &[u8], now: i64, ip: &str) -> String {
-    format!("ip:{}", daily_hash(secret, now, &[ip]))
+    format!("ip:{}", daily_hash(secret, now, &[network(ip).as_str()]))
+}
+
+/// The limiter that all the visitor tokens writing from the network of `ip`
+/// share (a key apart from [`anonymous_client`]'s: another limit).
+pub fn visitor_network(secret: &[u8], now: i64, ip: &str) -> String {
+    format!("net:{}", daily_hash(secret, now, &[network(ip).as_str()]))
 }
 
 fn daily_hash(secret: &[u8], now: i64, parts: &[&str]) -> String {
@@ -108,6 +140,37 @@ mod tests {
         assert!(client.starts_with("ip:") && !client.contains("203.0.113.9"));
         assert_ne!(client, anonymous_client(b"s", MONDAY, "203.0.113.10"));
         assert_ne!(client, anonymous_client(b"s", MONDAY + DAY, "203.0.113.9"));
+    }
+
+    #[test]
+    fn an_ipv4_network_is_the_address_and_an_ipv6_network_its_64() {
+        assert_eq!(network("203.0.113.9"), "203.0.113.9");
+        assert_eq!(network("::ffff:203.0.113.9"), "203.0.113.9");
+        assert_eq!(network("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(
+            network("2001:0db8:0001:0002:ffff:ffff:ffff:ffff"),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(network("unknown"), "unknown");
+    }
+
+    #[test]
+    fn addresses_of_one_ipv6_64_are_one_viewer_and_one_client() {
+        let a = "2001:db8:1:2::1";
+        let b = "2001:db8:1:2:dead:beef:0:7";
+        assert_eq!(
+            anonymous_viewer(b"s", MONDAY, a, "Firefox"),
+            anonymous_viewer(b"s", MONDAY, b, "Firefox")
+        );
+        assert_eq!(
+            anonymous_client(b"s", MONDAY, a),
+            anonymous_client(b"s", MONDAY, b)
+        );
+        assert_ne!(
+            anonymous_client(b"s", MONDAY, a),
+            anonymous_client(b"s", MONDAY, "2001:db8:1:3::1")
+        );
+        assert!(visitor_network(b"s", MONDAY, a).starts_with("net:"));
     }
 
     #[test]

@@ -29,7 +29,7 @@ async fn a_known_route_with_the_wrong_method_is_405_with_allow() {
 
     let reply = send(client().delete(shared().worker.url("/v1/items/x"))).await;
     assert_eq!(reply.status, 405);
-    assert_eq!(reply.header("allow"), Some("GET, HEAD, OPTIONS"));
+    assert_eq!(reply.header("allow"), Some("GET, HEAD, PUT, OPTIONS"));
 }
 
 #[tokio::test]
@@ -41,7 +41,7 @@ async fn an_unlisted_method_such_as_propfind_is_405_never_read_as_a_get() {
         assert_eq!(reply.status, 405, "{method}");
         assert_eq!(
             reply.header("allow"),
-            Some("GET, HEAD, OPTIONS"),
+            Some("GET, HEAD, PUT, OPTIONS"),
             "{method}"
         );
     }

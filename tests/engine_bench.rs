@@ -193,10 +193,6 @@ async fn round_trips_per_operation() {
         engine.series(&page, Bucket::Minute, now - 1_439 * 60, now)
     );
     measure!("admit (POST /v1/visitors)", engine.admit("ip:1", now));
-    measure!(
-        "record_trending (after response)",
-        engine.record_trending(&page, now)
-    );
     measure!("trending", engine.trending(Window::Day, 10, now));
     assert_eq!(setup.trips.noscripts(), 0);
 }

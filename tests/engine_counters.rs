@@ -6,7 +6,9 @@ mod engine_common;
 mod support;
 
 use engine_common::{Setup, item, unique};
-use tally::engine::{Amount, CounterValue, EngineError, InvalidRequest, Settings};
+use tally::engine::{
+    Amount, CounterOutcome, CounterValue, EngineError, Idempotency, InvalidRequest, Settings,
+};
 use tally::item::CounterName;
 
 #[tokio::test]
@@ -77,4 +79,127 @@ async fn an_infinite_amount_is_refused_before_any_request_and_an_overflow_after(
         .await
         .unwrap_err();
     assert_eq!(error, EngineError::Invalid(InvalidRequest::CounterOverflow));
+}
+
+#[tokio::test]
+async fn an_add_past_the_largest_double_is_refused_and_writes_nothing() {
+    let setup = Setup::start(Settings::default());
+    let page = item(&unique("page"));
+    let name = CounterName::parse("huge").unwrap();
+    let first = setup
+        .engine
+        .add_to_counter(&page, &name, Amount::Float(1e308))
+        .await
+        .unwrap();
+    assert_eq!(first, CounterValue::Float(1e308));
+    let key = setup.engine.keys().counters(&page);
+    let stored = setup.cli(&["HGET", &key, "huge"]);
+    let error = setup
+        .engine
+        .add_to_counter(&page, &name, Amount::Float(1e308))
+        .await
+        .unwrap_err();
+    assert_eq!(error, EngineError::Invalid(InvalidRequest::CounterOverflow));
+    assert_eq!(setup.cli(&["HGET", &key, "huge"]), stored);
+    let snapshot = setup.engine.read(&page, None, 0).await.unwrap();
+    assert_eq!(snapshot.counters["huge"], CounterValue::Float(1e308));
+}
+
+#[tokio::test]
+async fn reads_survive_any_text_already_in_the_counters_hash() {
+    let setup = Setup::start(Settings::default());
+    let page = item(&unique("page"));
+    let key = setup.engine.keys().counters(&page);
+    for (field, text) in [
+        ("big", "1.99e308"),
+        ("inf", "inf"),
+        ("nan", "nan"),
+        ("junk", "garbage"),
+        ("ok", "7"),
+    ] {
+        setup.cli(&["HSET", &key, field, text]);
+    }
+    let stats = setup.engine.keys().stats(&page);
+    setup.cli(&["HSET", &stats, "likes", "garbage"]);
+    let snapshot = setup.engine.read(&page, None, 1_000).await.unwrap();
+    assert_eq!(
+        snapshot.counters.into_iter().collect::<Vec<_>>(),
+        [("ok".to_owned(), CounterValue::Int(7))]
+    );
+    assert_eq!(snapshot.likes, 0);
+    let batch = setup
+        .engine
+        .read_many(std::slice::from_ref(&page), None, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(batch.len(), 1);
+    // Adding to an unreadable counter is refused and leaves it as it was.
+    for field in ["big", "inf", "nan", "junk"] {
+        let name = CounterName::parse(field).unwrap();
+        for by in [Amount::Int(1), Amount::Float(0.5)] {
+            let error = setup
+                .engine
+                .add_to_counter(&page, &name, by)
+                .await
+                .unwrap_err();
+            assert_eq!(error, EngineError::Invalid(InvalidRequest::CounterOverflow));
+        }
+    }
+    assert_eq!(setup.cli(&["HGET", &key, "big"]), "1.99e308");
+}
+
+#[tokio::test]
+async fn an_idempotent_add_replays_its_first_answer_and_a_reused_key_conflicts() {
+    let setup = Setup::start(Settings::default());
+    let page = item(&unique("page"));
+    let name = CounterName::parse("tokens").unwrap();
+    let key = |fingerprint: &str| Idempotency {
+        key: unique("key"),
+        fingerprint: fingerprint.to_owned(),
+    };
+    let add = |by, idempotency: Idempotency| {
+        let (engine, page, name) = (setup.engine.clone(), page.clone(), name.clone());
+        async move {
+            engine
+                .add_to_counter_once(&page, &name, by, Some(&idempotency))
+                .await
+                .unwrap()
+        }
+    };
+    let first = key("add 5");
+    assert_eq!(
+        add(Amount::Int(5), first.clone()).await,
+        CounterOutcome::Added(CounterValue::Int(5))
+    );
+    setup
+        .engine
+        .add_to_counter(&page, &name, Amount::Int(1))
+        .await
+        .unwrap();
+    // The retry answers what the first request answered, and adds nothing.
+    assert_eq!(
+        add(Amount::Int(5), first.clone()).await,
+        CounterOutcome::Replayed(CounterValue::Int(5))
+    );
+    let reused = Idempotency {
+        fingerprint: "add 6".into(),
+        ..first
+    };
+    assert_eq!(add(Amount::Int(6), reused).await, CounterOutcome::Conflict);
+    let floats = key("add 0.25");
+    assert_eq!(
+        add(Amount::Float(0.25), floats.clone()).await,
+        CounterOutcome::Added(CounterValue::Float(6.25))
+    );
+    assert_eq!(
+        add(Amount::Float(0.25), floats.clone()).await,
+        CounterOutcome::Replayed(CounterValue::Float(6.25))
+    );
+    let snapshot = setup.engine.read(&page, None, 0).await.unwrap();
+    assert_eq!(snapshot.counters["tokens"], CounterValue::Float(6.25));
+    let ttl: i64 = setup
+        .cli(&["TTL", &setup.engine.keys().idempotency(&floats.key)])
+        .parse()
+        .unwrap();
+    assert!((86_000..=86_400).contains(&ttl), "{ttl}");
 }

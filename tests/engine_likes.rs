@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use engine_common::{Setup, item, unique};
-use tally::engine::{LikeOutcome, LikesStore, Settings};
+use tally::engine::{LikeOutcome, LikesStore, Limiter, Settings};
 
 const TASKS: usize = 64;
 const OPS_PER_TASK: usize = 40;
@@ -229,4 +229,116 @@ async fn a_like_over_the_limit_writes_nothing() {
         .await
         .unwrap();
     assert_eq!(later.outcome.unwrap().likes, 3);
+}
+
+#[tokio::test]
+async fn switching_the_likes_store_never_counts_a_like_twice_and_unlike_still_removes_it() {
+    let setup = Setup::start(generous(LikesStore::Set));
+    let bitmap = setup.engine_with(generous(LikesStore::Bitmap { max_id: 1_000 }));
+    let page = item(&unique("switch"));
+    let like = |engine: &tally::engine::Engine, on: bool| {
+        let (engine, page) = (engine.clone(), page.clone());
+        async move {
+            let answer = if on {
+                engine.like(&page, "42", "42", 1_000).await
+            } else {
+                engine.unlike(&page, "42", "42", 1_000).await
+            };
+            answer.unwrap().outcome.unwrap()
+        }
+    };
+    let outcome = |likes, liked, changed| LikeOutcome {
+        likes,
+        liked,
+        changed,
+    };
+    // Set mode, then bitmap mode: the like in the Set still counts.
+    assert_eq!(like(&setup.engine, true).await, outcome(1, true, true));
+    assert_eq!(like(&bitmap, true).await, outcome(1, true, false));
+    assert_eq!(
+        bitmap.read(&page, Some("42"), 1_000).await.unwrap().liked,
+        Some(true)
+    );
+    assert_eq!(like(&bitmap, false).await, outcome(0, false, true));
+    assert_eq!(
+        setup.cli(&["EXISTS", &setup.engine.keys().likers(&page)]),
+        "0"
+    );
+
+    // Bitmap mode, then set mode: the bit still counts, and unlike clears it.
+    assert_eq!(like(&bitmap, true).await, outcome(1, true, true));
+    assert_eq!(like(&setup.engine, true).await, outcome(1, true, false));
+    assert_eq!(
+        setup
+            .engine
+            .read(&page, Some("42"), 1_000)
+            .await
+            .unwrap()
+            .liked,
+        Some(true)
+    );
+    assert_eq!(like(&setup.engine, false).await, outcome(0, false, true));
+    assert_eq!(
+        setup.cli(&["GETBIT", &setup.engine.keys().liker_bits(&page), "42"]),
+        "0"
+    );
+}
+
+#[tokio::test]
+async fn a_bitmap_unlike_of_a_bit_never_set_writes_nothing() {
+    let setup = Setup::start(generous(LikesStore::Bitmap { max_id: 10_000_000 }));
+    let page = item(&unique("never-liked"));
+    let answer = setup
+        .engine
+        .unlike(&page, "9999999", "9999999", 1_000)
+        .await
+        .unwrap()
+        .outcome
+        .unwrap();
+    assert_eq!((answer.likes, answer.changed), (0, false));
+    let bits = setup.engine.keys().liker_bits(&page);
+    assert_eq!(setup.cli(&["EXISTS", &bits]), "0");
+    assert_eq!(
+        setup.cli(&["EXISTS", &setup.engine.keys().stats(&page)]),
+        "0"
+    );
+}
+
+#[tokio::test]
+async fn visitor_writes_also_count_against_their_network_and_site_identities_do_not() {
+    let setup = Setup::start(Settings {
+        rate_limit_per_minute: 5,
+        network_rate_limit_per_minute: 3,
+        ..Settings::default()
+    });
+    let page = item(&unique("farm"));
+    let network = unique("net:");
+    let now = 1_999_990;
+    let mut likes = Vec::new();
+    for n in 0..5 {
+        let who = format!("anon:{n}");
+        let answer = setup
+            .engine
+            .like(&page, &who, Limiter::visitor(&who, &network), now)
+            .await
+            .unwrap();
+        likes.push(answer.outcome.map(|o| o.likes));
+        if answer.outcome.is_none() {
+            // Refused by the network: nothing left until its window resets.
+            assert_eq!((answer.rate.remaining, answer.rate.reset_seconds), (0, 50));
+        }
+    }
+    assert_eq!(likes, [Some(1), Some(2), Some(3), None, None]);
+    // The refused visitors' own limits were not charged either.
+    assert_eq!(
+        setup.cli(&["EXISTS", &setup.engine.keys().rate("anon:3", now - 10)]),
+        "0"
+    );
+    // A site-signed identity on the same network has no network limit.
+    let site = setup
+        .engine
+        .like(&page, "user-7", "user-7", now)
+        .await
+        .unwrap();
+    assert_eq!(site.outcome.map(|o| o.likes), Some(4));
 }

@@ -73,3 +73,34 @@ async fn each_window_starts_afresh_and_its_counter_expires_on_the_first_hit() {
         .unwrap();
     assert!((55..=61).contains(&ttl), "{ttl}");
 }
+
+#[tokio::test]
+async fn a_network_mints_at_most_its_hourly_budget_and_the_next_hour_admits_again() {
+    let setup = Setup::start(Settings {
+        rate_limit_per_minute: 1_000,
+        visitor_mints_per_hour: 7,
+        ..Settings::default()
+    });
+    let limiter = unique("ip:");
+    // Ten minutes into an hour, in different minutes.
+    let hour = 3_600 * 500;
+    let mut admitted = 0;
+    for n in 0..20 {
+        let answer = setup
+            .engine
+            .admit(&limiter, hour + 600 + n * 60)
+            .await
+            .unwrap();
+        match answer.outcome {
+            Some(()) => admitted += 1,
+            None => {
+                // Refused by the budget: nothing left until the next hour.
+                assert_eq!(answer.rate.remaining, 0);
+                assert_eq!(answer.rate.reset_seconds, (3_600 - 600 - n * 60) as u64);
+            }
+        }
+    }
+    assert_eq!(admitted, 7);
+    let next = setup.engine.admit(&limiter, hour + 3_600).await.unwrap();
+    assert!(next.outcome.is_some());
+}

@@ -197,8 +197,6 @@ async fn every_operation_is_one_round_trip() {
     note("series", setup.trips.take());
     engine.admit("ip:1", 1_000).await.unwrap();
     note("admit", setup.trips.take());
-    engine.record_trending(&page, 1_000).await.unwrap();
-    note("record_trending", setup.trips.take());
     engine.trending(Window::Hour, 10, 1_000).await.unwrap();
     note("trending", setup.trips.take());
 

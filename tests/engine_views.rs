@@ -298,23 +298,55 @@ async fn trending_lists_the_most_viewed_items_of_the_current_window_first() {
     } else {
         now + 3_600
     };
-    for page in [&a, &c, &a, &b, &c, &a] {
-        setup.engine.record_trending(page, now).await.unwrap();
+    // Each counted view (a viewer of its own) counts in trending, in the view script.
+    let view = |page: &ItemId, at: i64| {
+        let (engine, page) = (setup.engine.clone(), page.clone());
+        async move {
+            let viewer = unique("viewer");
+            let outcome = engine
+                .view(&page, &viewer, &viewer, at, None, true)
+                .await
+                .unwrap()
+                .outcome;
+            assert!(matches!(
+                outcome,
+                Some(ViewOutcome::Recorded { counted: true, .. })
+            ));
+        }
+    };
+    for page in [&a, &c, &a, &b, &c, &a, &a] {
+        view(page, now).await;
     }
     // Another hour counts for the day, not for this hour.
-    setup.engine.record_trending(&b, other_hour).await.unwrap();
-    setup.engine.record_trending(&b, other_hour).await.unwrap();
+    view(&b, other_hour).await;
+    view(&b, other_hour).await;
+    // A deduplicated view and a bot's view count nowhere.
+    setup
+        .engine
+        .view(&c, "same", "same", now, None, true)
+        .await
+        .unwrap();
+    setup
+        .engine
+        .view(&c, "same", "same", now, None, true)
+        .await
+        .unwrap();
+    setup
+        .engine
+        .view(&c, "bot", "bot", now, None, false)
+        .await
+        .unwrap();
     let trend = |item: &str, views| Trend {
         item: item.into(),
         views,
     };
     assert_eq!(
         setup.engine.trending(Window::Hour, 2, now).await.unwrap(),
-        [trend("a", 3), trend("c", 2)]
+        [trend("a", 4), trend("c", 3)]
     );
     assert_eq!(
         setup.engine.trending(Window::Day, 10, now).await.unwrap(),
-        [trend("b", 3), trend("a", 3), trend("c", 2)]
+        [trend("a", 4), trend("c", 3), trend("b", 3)]
     );
     assert!(setup.engine.trending(Window::Day, 0, now).await.is_err());
 }

@@ -335,6 +335,41 @@ async fn real_responses_of_every_route_and_error_match_the_document() {
         .await;
     assert_eq!(status, 413);
 
+    let overflow = format!("{page}/counters/huge");
+    for expected in [200, 422] {
+        let (status, _) = c
+            .send(Method::POST, COUNTER, &overflow, |r| {
+                r.bearer_auth(API_KEY).json(&json!({"by": 1e308}))
+            })
+            .await;
+        assert_eq!(status, expected);
+    }
+    for _ in 0..2 {
+        let (status, _) = c
+            .send(Method::POST, COUNTER, &counter, |r| {
+                r.bearer_auth(API_KEY)
+                    .header("Idempotency-Key", "conform-counter")
+                    .json(&json!({"by": 1}))
+            })
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (status, _) = c
+        .send(Method::POST, COUNTER, &counter, |r| {
+            r.bearer_auth(API_KEY)
+                .header("Idempotency-Key", "conform-counter")
+                .json(&json!({"by": 2}))
+        })
+        .await;
+    assert_eq!(status, 409);
+
+    for expected in [201, 200] {
+        let (status, _) = c.send(Method::PUT, ITEM, page, api_key).await;
+        assert_eq!(status, expected);
+    }
+    let (status, _) = c.send(Method::PUT, ITEM, page, auth(&token)).await;
+    assert_eq!(status, 401);
+
     c.send(Method::GET, ITEM, page, none).await;
     c.send(Method::GET, ITEM, page, auth(&token)).await;
     c.send(Method::GET, ITEM, "/v1/items/%ZZ", none).await;
@@ -455,7 +490,9 @@ async fn real_responses_of_every_route_and_error_match_the_document() {
         }
     }
     let statuses: BTreeSet<u16> = c.seen.iter().map(|o| o.status).collect();
-    for status in [200, 201, 204, 304, 400, 401, 404, 405, 409, 413, 429, 503] {
+    for status in [
+        200, 201, 204, 304, 400, 401, 404, 405, 409, 413, 422, 429, 503,
+    ] {
         assert!(statuses.contains(&status), "no {status} was checked");
     }
 }

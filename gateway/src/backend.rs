@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 use crate::command::Command;
 use crate::encode::error_text;
 use crate::metrics::Metrics;
+use crate::policy::CommandTable;
 
 /// How long after a failed connection attempt requests fail without trying again.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(200);
@@ -43,14 +44,17 @@ pub struct BackendOptions {
 pub struct Backend {
     client: redis::Client,
     config: AsyncConnectionConfig,
-    // The live connection and its generation (1 for the first, +1 per reconnect).
-    current: RwLock<Option<(u64, MultiplexedConnection)>>,
+    // The live connection, with its generation (1 for the first, +1 per
+    // reconnect) and the command table Redis reported on it.
+    current: RwLock<Option<Live>>,
     // One reconnect at a time; others wait for its outcome.
     connecting: Mutex<()>,
     // When the last connection attempt failed: for a moment after it, requests
     // fail fast instead of each waiting out its own connect timeout.
     failed_at: std::sync::Mutex<Option<Instant>>,
     generation: AtomicU64,
+    // The connection `SCRIPT KILL` goes over, made at the first kill.
+    control: Mutex<Option<MultiplexedConnection>>,
     pool: Pool,
     metrics: Arc<Metrics>,
 }
@@ -83,6 +87,7 @@ impl Backend {
             connecting: Mutex::new(()),
             failed_at: std::sync::Mutex::new(None),
             generation: AtomicU64::new(0),
+            control: Mutex::new(None),
             pool,
             metrics,
         })
@@ -94,15 +99,77 @@ impl Backend {
         for part in &command.parts {
             cmd.arg(part.as_slice());
         }
-        let (generation, mut conn) = self.connection().await?;
+        let Live {
+            generation,
+            mut conn,
+            ..
+        } = self.connection().await?;
         let result = conn.req_packed_command(&cmd).await;
         self.settle(result, generation)
+    }
+
+    /// Redis's command table, read when the current connection was made.
+    pub async fn commands(&self) -> Result<Arc<CommandTable>, BackendError> {
+        Ok(self.connection().await?.table)
+    }
+
+    /// Stops the script running in Redis (`SCRIPT KILL`, or `FUNCTION KILL`
+    /// for a function) from a connection of its own, since the shared one is
+    /// waiting for that script. True when Redis stopped it.
+    pub async fn kill_script(&self, function: bool) -> bool {
+        let kill = match function {
+            true => redis::cmd("FUNCTION").arg("KILL").to_owned(),
+            false => redis::cmd("SCRIPT").arg("KILL").to_owned(),
+        };
+        // One kill at a time, on one connection kept for them: many requests
+        // queued behind a runaway script all time out together.
+        let mut control = self.control.lock().await;
+        let mut conn = match control.take() {
+            Some(conn) => conn,
+            None => match self
+                .client
+                .get_multiplexed_async_connection_with_config(&self.config)
+                .await
+            {
+                Ok(conn) => conn,
+                Err(e) => {
+                    eprintln!("tally-gateway: cannot connect to stop a slow script: {e}");
+                    return false;
+                }
+            },
+        };
+        let answer = conn.req_packed_command(&kill).await;
+        let stopped = match answer {
+            Ok(Value::Okay) => true,
+            Ok(Value::ServerError(e)) => {
+                // NOTBUSY: it ended meanwhile; UNKILLABLE: it has written.
+                eprintln!(
+                    "tally-gateway: could not stop a slow script: {}",
+                    error_text(&e)
+                );
+                false
+            }
+            Ok(other) => {
+                eprintln!("tally-gateway: unexpected answer to a script kill: {other:?}");
+                false
+            }
+            Err(e) => {
+                eprintln!("tally-gateway: could not stop a slow script: {e}");
+                return false;
+            }
+        };
+        *control = Some(conn);
+        stopped
     }
 
     /// Runs commands in order in one round trip, not atomically.
     pub async fn pipeline(&self, commands: &[&Command]) -> Result<Vec<Value>, BackendError> {
         let pipe = pack(commands.iter().map(|c| c.parts.as_slice()));
-        let (generation, mut conn) = self.connection().await?;
+        let Live {
+            generation,
+            mut conn,
+            ..
+        } = self.connection().await?;
         let result = conn.req_packed_commands(&pipe, 0, commands.len()).await;
         self.settle(result, generation)
     }
@@ -151,7 +218,7 @@ impl Backend {
         matches!(self.run(&ping).await, Ok(Value::SimpleString(ref s)) if s == "PONG")
     }
 
-    async fn connection(&self) -> Result<(u64, MultiplexedConnection), BackendError> {
+    async fn connection(&self) -> Result<Live, BackendError> {
         if let Some(current) = self.live() {
             return Ok(current);
         }
@@ -169,12 +236,8 @@ impl Backend {
                 "the last connection attempt failed just now".into(),
             ));
         }
-        let conn = match self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await
-        {
-            Ok(conn) => conn,
+        let (conn, table) = match self.connect().await {
+            Ok(connected) => connected,
             Err(e) => {
                 // Logged here, at most once per RETRY_AFTER_FAILURE, not per request.
                 eprintln!("tally-gateway: cannot connect to Redis: {e}");
@@ -182,19 +245,46 @@ impl Backend {
                     .failed_at
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
-                return Err(BackendError::Unavailable(e.to_string()));
+                return Err(BackendError::Unavailable(e));
             }
         };
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
         if generation > 1 {
             self.metrics.redis_reconnects.inc();
         }
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) =
-            Some((generation, conn.clone()));
-        Ok((generation, conn))
+        let live = Live {
+            generation,
+            conn,
+            table: Arc::new(table),
+        };
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(live.clone());
+        Ok(live)
     }
 
-    fn live(&self) -> Option<(u64, MultiplexedConnection)> {
+    /// A new connection, and the command table of the Redis it reaches: what
+    /// each token may run is decided from it, so no connection is used
+    /// without one.
+    async fn connect(&self) -> Result<(MultiplexedConnection, CommandTable), String> {
+        let mut conn = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config)
+            .await
+            .map_err(|e| e.to_string())?;
+        let reply = conn
+            .req_packed_command(&redis::cmd("COMMAND"))
+            .await
+            .map_err(|e| format!("COMMAND failed: {e}"))?;
+        if let Value::ServerError(e) = &reply {
+            return Err(format!(
+                "COMMAND failed ({}); the gateway's Redis user must be allowed COMMAND",
+                error_text(e)
+            ));
+        }
+        let table = CommandTable::from_reply(&reply).map_err(|e| e.to_string())?;
+        Ok((conn, table))
+    }
+
+    fn live(&self) -> Option<Live> {
         self.current
             .read()
             .unwrap_or_else(PoisonError::into_inner)
@@ -210,7 +300,7 @@ impl Backend {
                 if e.is_connection_dropped() || e.is_unrecoverable_error() || e.is_io_error() {
                     let mut current = self.current.write().unwrap_or_else(PoisonError::into_inner);
                     // Only if no one has replaced it already.
-                    if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+                    if current.as_ref().is_some_and(|l| l.generation == generation) {
                         eprintln!("tally-gateway: lost the connection to Redis: {e}");
                         *current = None;
                     }
@@ -219,6 +309,14 @@ impl Backend {
             }
         }
     }
+}
+
+/// The connection in use, and what was learnt when it was made.
+#[derive(Clone)]
+struct Live {
+    generation: u64,
+    conn: MultiplexedConnection,
+    table: Arc<CommandTable>,
 }
 
 /// How a transaction ended.

@@ -1,5 +1,5 @@
-//! Commands as the REST protocol carries them: parsed from JSON or a path, and
-//! checked against what a stateless HTTP request may run.
+//! Commands as the REST protocol carries them: parsed from JSON or a path.
+//! [`crate::policy`] decides which may run.
 
 use percent_encoding::percent_decode_str;
 use serde_json::Value as Json;
@@ -55,7 +55,12 @@ pub enum Refusal {
     /// MULTI and friends outside `/multi-exec`.
     #[error("ERR command '{0}' is not supported: send the transaction to /multi-exec")]
     Transaction(String),
-    /// A write with the read-only token.
+    /// Server administration, which only `--allow-admin` permits.
+    #[error(
+        "ERR command '{0}' is server administration, which this gateway refuses (operators can start it with --allow-admin)"
+    )]
+    Admin(String),
+    /// With the read-only token, anything Redis does not flag `readonly`.
     #[error("NOPERM this token has no permissions to run the '{0}' command")]
     ReadOnly(String),
 }
@@ -158,34 +163,6 @@ impl Command {
         Ok(Command { parts })
     }
 
-    /// Checks that the command may run over REST, outside a transaction.
-    pub fn check(&self, read_only: bool) -> Result<(), Refusal> {
-        let name = self.name();
-        match name.as_str() {
-            "BLPOP" | "BRPOP" | "BRPOPLPUSH" | "BLMOVE" | "BLMPOP" | "BZPOPMIN" | "BZPOPMAX"
-            | "BZMPOP" | "WAIT" | "WAITAOF" => return Err(Refusal::Blocking(name)),
-            "XREAD" | "XREADGROUP" if self.blocks_stream_read() => {
-                return Err(Refusal::Blocking(format!("{name} BLOCK")));
-            }
-            "SUBSCRIBE" | "PSUBSCRIBE" | "SSUBSCRIBE" | "UNSUBSCRIBE" | "PUNSUBSCRIBE"
-            | "SUNSUBSCRIBE" => {
-                return Err(Refusal::PubSub(name));
-            }
-            "SELECT" | "WATCH" | "UNWATCH" | "QUIT" | "RESET" | "AUTH" | "HELLO" | "CLIENT"
-            | "READONLY" | "READWRITE" | "MONITOR" | "SYNC" | "PSYNC" | "REPLCONF" => {
-                return Err(Refusal::ConnectionState(name));
-            }
-            "MULTI" | "EXEC" | "DISCARD" => return Err(Refusal::Transaction(name)),
-            _ => {}
-        }
-        if read_only && self.writes() {
-            return Err(Refusal::ReadOnly(
-                String::from_utf8_lossy(self.raw_name()).to_lowercase(),
-            ));
-        }
-        Ok(())
-    }
-
     /// For the read-only token: scripts run as their `_RO` variants, so Redis
     /// itself refuses any write they attempt.
     pub fn into_read_only(mut self) -> Command {
@@ -201,7 +178,8 @@ impl Command {
         self
     }
 
-    fn blocks_stream_read(&self) -> bool {
+    /// Whether an `XREAD`/`XREADGROUP` asks to `BLOCK`.
+    pub fn blocks_stream_read(&self) -> bool {
         // Options come before STREAMS; after it, every part is a key or an id.
         self.parts
             .iter()
@@ -209,151 +187,7 @@ impl Command {
             .take_while(|p| !p.eq_ignore_ascii_case(b"STREAMS"))
             .any(|p| p.eq_ignore_ascii_case(b"BLOCK"))
     }
-
-    fn writes(&self) -> bool {
-        let name = String::from_utf8_lossy(self.raw_name()).to_ascii_lowercase();
-        if WRITES.binary_search(&name.as_str()).is_ok() {
-            return true;
-        }
-        let Some(sub) = self.parts.get(1) else {
-            return false;
-        };
-        let full = format!(
-            "{name}|{}",
-            String::from_utf8_lossy(sub).to_ascii_lowercase()
-        );
-        WRITES.binary_search(&full.as_str()).is_ok()
-    }
 }
-
-/// Commands (and `container|subcommand`s) the read-only token may not run:
-/// Redis 7's `@write` and `@admin` categories (whole `ACL`, `CONFIG`,
-/// `LATENCY`, `SLOWLOG`), plus what changes the script and function caches or
-/// reaches other clients. Sorted for binary search.
-const WRITES: &[&str] = &[
-    "acl",
-    "append",
-    "bgrewriteaof",
-    "bgsave",
-    "bitfield",
-    "bitop",
-    "cluster",
-    "config",
-    "copy",
-    "debug",
-    "decr",
-    "decrby",
-    "del",
-    "expire",
-    "expireat",
-    "failover",
-    "flushall",
-    "flushdb",
-    "function|delete",
-    "function|flush",
-    "function|kill",
-    "function|load",
-    "function|restore",
-    "geoadd",
-    "georadius",
-    "georadiusbymember",
-    "geosearchstore",
-    "getdel",
-    "getex",
-    "getset",
-    "hdel",
-    "hincrby",
-    "hincrbyfloat",
-    "hmset",
-    "hset",
-    "hsetnx",
-    "incr",
-    "incrby",
-    "incrbyfloat",
-    "lastsave",
-    "latency",
-    "linsert",
-    "lmove",
-    "lmpop",
-    "lpop",
-    "lpush",
-    "lpushx",
-    "lrem",
-    "lset",
-    "ltrim",
-    "migrate",
-    "module",
-    "move",
-    "mset",
-    "msetnx",
-    "persist",
-    "pexpire",
-    "pexpireat",
-    "pfadd",
-    "pfdebug",
-    "pfmerge",
-    "pfselftest",
-    "psetex",
-    "publish",
-    "rename",
-    "renamenx",
-    "replicaof",
-    "restore",
-    "restore-asking",
-    "role",
-    "rpop",
-    "rpoplpush",
-    "rpush",
-    "rpushx",
-    "sadd",
-    "save",
-    "script|flush",
-    "script|kill",
-    "sdiffstore",
-    "set",
-    "setbit",
-    "setex",
-    "setnx",
-    "setrange",
-    "shutdown",
-    "sinterstore",
-    "slaveof",
-    "slowlog",
-    "smove",
-    "sort",
-    "spop",
-    "spublish",
-    "srem",
-    "sunionstore",
-    "swapdb",
-    "unlink",
-    "xack",
-    "xadd",
-    "xautoclaim",
-    "xclaim",
-    "xdel",
-    "xgroup|create",
-    "xgroup|createconsumer",
-    "xgroup|delconsumer",
-    "xgroup|destroy",
-    "xgroup|setid",
-    "xreadgroup",
-    "xsetid",
-    "xtrim",
-    "zadd",
-    "zdiffstore",
-    "zincrby",
-    "zinterstore",
-    "zmpop",
-    "zpopmax",
-    "zpopmin",
-    "zrangestore",
-    "zrem",
-    "zremrangebylex",
-    "zremrangebyrank",
-    "zremrangebyscore",
-    "zunionstore",
-];
 
 fn parse_json(body: &[u8]) -> Result<Json, ParseError> {
     serde_json::from_slice(body).map_err(|e| ParseError::Json(e.to_string()))
@@ -384,11 +218,6 @@ mod tests {
     }
 
     #[test]
-    fn the_write_table_is_sorted_for_binary_search() {
-        assert!(WRITES.windows(2).all(|w| w[0] < w[1]));
-    }
-
-    #[test]
     fn json_numbers_become_their_decimal_text() {
         let parsed = Command::from_body(br#"["incrby", "k", 5]"#);
         assert_eq!(parsed, Ok(cmd(&["incrby", "k", "5"])));
@@ -411,29 +240,21 @@ mod tests {
     }
 
     #[test]
-    fn blocking_stream_reads_are_refused_but_plain_ones_run() {
-        assert!(
-            cmd(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"])
-                .check(false)
-                .is_err()
-        );
-        assert!(
-            cmd(&["XREAD", "STREAMS", "block", "0"])
-                .check(false)
-                .is_ok()
-        );
+    fn stream_reads_block_only_with_block_before_streams() {
+        assert!(cmd(&["XREAD", "BLOCK", "0", "STREAMS", "s", "$"]).blocks_stream_read());
+        assert!(!cmd(&["XREAD", "STREAMS", "block", "0"]).blocks_stream_read());
     }
 
     #[test]
-    fn the_read_only_token_may_read_but_not_write() {
-        assert!(cmd(&["GET", "k"]).check(true).is_ok());
-        assert!(cmd(&["SCRIPT", "LOAD", "return 1"]).check(true).is_ok());
+    fn the_read_only_token_runs_scripts_as_their_ro_variants() {
         assert_eq!(
-            cmd(&["SET", "k", "v"]).check(true),
-            Err(Refusal::ReadOnly("set".into()))
+            cmd(&["eval", "x", "0"]).into_read_only().parts[0],
+            b"EVAL_RO"
         );
-        assert!(cmd(&["script", "flush"]).check(true).is_err());
-        assert!(cmd(&["CONFIG", "GET", "requirepass"]).check(true).is_err());
-        assert!(cmd(&["SET", "k", "v"]).check(false).is_ok());
+        assert_eq!(
+            cmd(&["EVALSHA", "x", "0"]).into_read_only().parts[0],
+            b"EVALSHA_RO"
+        );
+        assert_eq!(cmd(&["GET", "k"]).into_read_only().parts[0], b"GET");
     }
 }

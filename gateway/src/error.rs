@@ -30,6 +30,11 @@ pub enum GatewayError {
     /// A known route with another method.
     #[error("ERR method not allowed: use {0}")]
     MethodNotAllowed(&'static str),
+    /// A script ran past the script timeout and the gateway stopped it.
+    #[error(
+        "ERR the script ran longer than the gateway's script timeout ({0} s) and was stopped with SCRIPT KILL; it wrote nothing"
+    )]
+    ScriptTimeout(u64),
     /// Redis is unreachable; the gateway keeps reconnecting.
     #[error(transparent)]
     Unavailable(#[from] BackendError),
@@ -46,6 +51,7 @@ impl GatewayError {
             | GatewayError::Body => StatusCode::BAD_REQUEST,
             GatewayError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::ScriptTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }

@@ -1,7 +1,8 @@
 //! The HTTP side: routes, authentication, body limits, and JSON answers.
 
+use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -16,6 +17,8 @@ use crate::command::Command;
 use crate::encode::{Encoding, Item, Reply, error_text};
 use crate::error::GatewayError;
 use crate::metrics::{CommandLabels, LatencyLabels, Metrics, RequestLabels, command_label};
+use crate::policy::{CommandTable, Lookup, Policy};
+use crate::scripts::{KeyLocking, Rewrite};
 
 /// What every request handler shares.
 pub struct App {
@@ -27,6 +30,12 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// The largest body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Upstash's `allow-key-locking` flag, stripped before Redis sees it.
+    pub key_locking: KeyLocking,
+    /// What each token may run.
+    pub policy: Policy,
+    /// How long a script may run before the gateway stops it with `SCRIPT KILL`.
+    pub script_timeout: Duration,
 }
 
 /// Which endpoint a request reached, as a metrics label.
@@ -156,18 +165,25 @@ async fn one(
     encoding: Encoding,
     label: &mut String,
 ) -> Result<Response, GatewayError> {
-    if let Err(refusal) = command.check(access == Access::ReadOnly) {
-        // Only known command names are refused, so the label set stays bounded.
-        *label = command_label(command.raw_name());
+    let command = restrict(command, access);
+    let table = app.backend.commands().await?;
+    if let Err(refusal) = app.policy.check(&table, &command, access) {
+        *label = refused_label(&table, &command);
         return Err(refusal.into());
     }
-    let command = restrict(command, access);
+    let mut command = command;
+    let rewrite = app.key_locking.rewrite(&mut command);
     // The label is set once Redis has answered (unknown names become `other`),
     // so a request that got no answer (503) keeps `-`.
-    let value = app.backend.run(&command).await?;
+    let scripts = Scripts::of(std::iter::once(&command));
+    let (mut value, killed) = bounded(app, scripts, app.backend.run(&command)).await?;
     count(app, endpoint, &command, &value, Some(label));
+    if killed && was_killed(&value) {
+        return Err(GatewayError::ScriptTimeout(app.script_timeout.as_secs()));
+    }
+    rewrite.restore(&mut value);
     match &value {
-        Value::ServerError(e) => Err(GatewayError::Redis(error_text(e))),
+        Value::ServerError(e) => Err(GatewayError::Redis(rewrite.restore_text(error_text(e)))),
         _ => Ok(json(
             StatusCode::OK,
             &Item::Result(Reply {
@@ -186,26 +202,42 @@ async fn pipeline(
     encoding: Encoding,
 ) -> Result<Response, GatewayError> {
     // Refused commands answer in place; the others go to Redis in one round trip.
-    let checked: Vec<Result<Command, String>> = commands
+    let table = app.backend.commands().await?;
+    let checked: Vec<Result<(Command, Rewrite), String>> = commands
         .into_iter()
-        .map(|c| match c.check(access == Access::ReadOnly) {
-            Ok(()) => Ok(restrict(c, access)),
-            Err(refusal) => Err(refusal.to_string()),
+        .map(|c| {
+            let mut command = restrict(c, access);
+            match app.policy.check(&table, &command, access) {
+                Ok(()) => {
+                    let rewrite = app.key_locking.rewrite(&mut command);
+                    Ok((command, rewrite))
+                }
+                Err(refusal) => Err(refusal.to_string()),
+            }
         })
         .collect();
-    let runnable: Vec<&Command> = checked.iter().filter_map(|c| c.as_ref().ok()).collect();
-    let values = match runnable.is_empty() {
-        true => Vec::new(),
-        false => app.backend.pipeline(&runnable).await?,
+    let runnable: Vec<&Command> = checked
+        .iter()
+        .filter_map(|c| c.as_ref().ok().map(|(command, _)| command))
+        .collect();
+    let scripts = Scripts::of(runnable.iter().copied());
+    let (values, killed) = match runnable.is_empty() {
+        true => (Vec::new(), false),
+        false => bounded(app, scripts, app.backend.pipeline(&runnable)).await?,
     };
     let mut values = values.into_iter();
     let mut answers = Vec::with_capacity(checked.len());
     for entry in &checked {
         answers.push(match entry {
-            Ok(command) => {
-                let value = values.next().unwrap_or(Value::Nil);
+            Ok((command, rewrite)) => {
+                let mut value = values.next().unwrap_or(Value::Nil);
                 count(app, endpoint, command, &value, None);
-                Ok(value)
+                if killed && was_killed(&value) {
+                    Err(GatewayError::ScriptTimeout(app.script_timeout.as_secs()).to_string())
+                } else {
+                    rewrite.restore(&mut value);
+                    Ok((value, rewrite))
+                }
             }
             Err(message) => Err(message.clone()),
         });
@@ -213,7 +245,7 @@ async fn pipeline(
     let items: Vec<Item> = answers
         .iter()
         .map(|a| match a {
-            Ok(value) => Item::from_value(value, encoding),
+            Ok((value, rewrite)) => item(value, rewrite, encoding),
             Err(message) => Item::Error(message.clone()),
         })
         .collect();
@@ -229,19 +261,32 @@ async fn transaction(
 ) -> Result<Response, GatewayError> {
     // One refused command aborts the whole transaction before anything runs,
     // as a queuing error would in Redis.
+    let table = app.backend.commands().await?;
     let mut checked = Vec::with_capacity(commands.len());
+    let mut rewrites = Vec::with_capacity(commands.len());
     for command in commands {
-        command.check(access == Access::ReadOnly)?;
-        checked.push(restrict(command, access));
+        let mut command = restrict(command, access);
+        app.policy.check(&table, &command, access)?;
+        rewrites.push(app.key_locking.rewrite(&mut command));
+        checked.push(command);
     }
-    match app.backend.transaction(&checked).await? {
-        Outcome::Committed(Value::Array(values)) => {
-            for (command, value) in checked.iter().zip(&values) {
+    let scripts = Scripts::of(checked.iter());
+    let (outcome, killed) = bounded(app, scripts, app.backend.transaction(&checked)).await?;
+    match outcome {
+        Outcome::Committed(Value::Array(mut values)) => {
+            for ((command, value), rewrite) in checked.iter().zip(&mut values).zip(&rewrites) {
                 count(app, endpoint, command, value, None);
+                rewrite.restore(value);
             }
             let items: Vec<Item> = values
                 .iter()
-                .map(|v| Item::from_value(v, encoding))
+                .zip(rewrites.iter().chain(std::iter::repeat(&Rewrite::None)))
+                .map(|(v, rewrite)| match killed && was_killed(v) {
+                    true => Item::Error(
+                        GatewayError::ScriptTimeout(app.script_timeout.as_secs()).to_string(),
+                    ),
+                    false => item(v, rewrite, encoding),
+                })
                 .collect();
             Ok(json(StatusCode::OK, &items))
         }
@@ -276,11 +321,81 @@ fn metrics(app: &App) -> Response {
         .into_response()
 }
 
+/// Which kinds of script a request runs, so that a slow one can be stopped.
+#[derive(Clone, Copy, Debug, Default)]
+struct Scripts {
+    lua: bool,
+    function: bool,
+}
+
+impl Scripts {
+    fn of<'a>(commands: impl Iterator<Item = &'a Command>) -> Scripts {
+        let mut scripts = Scripts::default();
+        for command in commands {
+            let name = command.raw_name();
+            let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+            scripts.lua |= is("EVAL") || is("EVALSHA") || is("EVAL_RO") || is("EVALSHA_RO");
+            scripts.function |= is("FCALL") || is("FCALL_RO");
+        }
+        scripts
+    }
+}
+
+/// Runs `work`; when it carries a script still running after the script
+/// timeout, stops the script in Redis (which then answers `work` with an
+/// error) and says so. Redis only reads other connections once a script has
+/// run for its `busy-reply-threshold` (5 s by default), so the kill lands
+/// after the later of the two.
+async fn bounded<T>(
+    app: &App,
+    scripts: Scripts,
+    work: impl Future<Output = Result<T, crate::backend::BackendError>>,
+) -> Result<(T, bool), crate::backend::BackendError> {
+    if !scripts.lua && !scripts.function {
+        return work.await.map(|v| (v, false));
+    }
+    tokio::pin!(work);
+    tokio::select! {
+        done = &mut work => return done.map(|v| (v, false)),
+        () = tokio::time::sleep(app.script_timeout) => {}
+    }
+    let mut killed = scripts.lua && app.backend.kill_script(false).await;
+    if scripts.function && !killed {
+        killed = app.backend.kill_script(true).await;
+    }
+    if killed {
+        app.metrics.scripts_killed.inc();
+    }
+    work.await.map(|v| (v, killed))
+}
+
+/// Whether a reply is Redis's answer to a script stopped by a kill.
+fn was_killed(value: &Value) -> bool {
+    matches!(value, Value::ServerError(e) if e.details().is_some_and(|d| d.contains("killed by user")))
+}
+
+/// One answer of a batch, with digests in errors named as the client knows them.
+fn item<'a>(value: &'a Value, rewrite: &Rewrite, encoding: Encoding) -> Item<'a> {
+    match value {
+        Value::ServerError(e) => Item::Error(rewrite.restore_text(error_text(e))),
+        _ => Item::Result(Reply { value, encoding }),
+    }
+}
+
 /// The read-only token's scripts run as `EVAL_RO` and friends.
 fn restrict(command: Command, access: Access) -> Command {
     match access {
         Access::Full => command,
         Access::ReadOnly => command.into_read_only(),
+    }
+}
+
+/// The metrics label of a refused command: unknown names count as `other`,
+/// so callers cannot grow the label set.
+fn refused_label(table: &CommandTable, command: &Command) -> String {
+    match table.lookup(command) {
+        Lookup::Known(..) => command_label(command.raw_name()),
+        Lookup::Unknown => "other".to_owned(),
     }
 }
 

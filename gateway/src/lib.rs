@@ -4,11 +4,14 @@
 //! cloud account. The binary in `main.rs` parses flags; everything else lives
 //! here so that tests can run the real server in-process on port 0.
 //!
-//! - [`command`]: commands from JSON bodies and paths, and which may run;
+//! - [`command`]: commands from JSON bodies and paths;
+//! - [`policy`]: what each token may run, from Redis's own command table;
 //! - [`encode`]: Redis replies as JSON, optionally base64;
 //! - [`auth`]: the full and read-only tokens;
 //! - [`backend`]: the multiplexed connection, the transaction pool, reconnects;
+//! - [`listener`]: connections: the cap, header and idle timeouts, the drain;
 //! - [`http`]: routes, limits and answers; [`error`]: failures as HTTP;
+//! - [`scripts`]: Upstash's `allow-key-locking` script flag, stripped for Redis;
 //! - [`metrics`]: Prometheus counters and histograms.
 
 // No unwrap()/expect() in serving code; tests may panic on setup failures.
@@ -20,13 +23,15 @@ pub mod command;
 pub mod encode;
 pub mod error;
 pub mod http;
+pub mod listener;
 pub mod metrics;
+pub mod policy;
+pub mod scripts;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::backend::{Backend, BackendOptions};
@@ -48,6 +53,17 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// How long a command, pipeline or transaction may wait for Redis (default 10 s).
     pub response_timeout: Duration,
+    /// How long a script may run before the gateway stops it with `SCRIPT
+    /// KILL` (default 5 s); must be shorter than `response_timeout`.
+    pub script_timeout: Duration,
+    /// Lets the full token run server administration (default false).
+    pub allow_admin: bool,
+    /// Open HTTP connections at most; more are refused with `503` (default 1024).
+    pub max_connections: usize,
+    /// How long a request's headers may take to arrive (default 10 s).
+    pub header_timeout: Duration,
+    /// How long a keep-alive connection may stay silent (default 60 s).
+    pub idle_timeout: Duration,
 }
 
 impl Config {
@@ -61,6 +77,11 @@ impl Config {
             pool_size: 16,
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(10),
+            script_timeout: Duration::from_secs(5),
+            allow_admin: false,
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -74,9 +95,20 @@ pub enum StartError {
     /// The token is empty, which would let nobody in.
     #[error("the token must not be empty")]
     EmptyToken,
-    /// Serving the listener failed.
-    #[error("serving failed: {0}")]
-    Io(#[from] std::io::Error),
+    /// The script timeout is not shorter than the response timeout, so a
+    /// slow script's caller would get `503` before the script is stopped.
+    #[error(
+        "the script timeout ({script:?}) must be shorter than the response timeout ({response:?})"
+    )]
+    ScriptTimeout {
+        /// The script timeout.
+        script: Duration,
+        /// The response timeout.
+        response: Duration,
+    },
+    /// A limit is zero.
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
 }
 
 /// Serves the REST protocol on `listener` until `shutdown` completes, then
@@ -89,6 +121,22 @@ pub async fn serve(
     if config.token.is_empty() {
         return Err(StartError::EmptyToken);
     }
+    if config.script_timeout >= config.response_timeout {
+        return Err(StartError::ScriptTimeout {
+            script: config.script_timeout,
+            response: config.response_timeout,
+        });
+    }
+    for (name, zero) in [
+        ("max_connections", config.max_connections == 0),
+        ("header_timeout", config.header_timeout.is_zero()),
+        ("idle_timeout", config.idle_timeout.is_zero()),
+        ("script_timeout", config.script_timeout.is_zero()),
+    ] {
+        if zero {
+            return Err(StartError::Zero(name));
+        }
+    }
     let metrics = Arc::new(metrics::Metrics::new());
     let options = BackendOptions {
         connect_timeout: config.connect_timeout,
@@ -100,10 +148,23 @@ pub async fn serve(
         backend: Backend::new(&config.redis_url, &options, metrics.clone())?,
         metrics,
         max_body_bytes: config.max_body_bytes,
+        key_locking: scripts::KeyLocking::new(),
+        policy: policy::Policy {
+            allow_admin: config.allow_admin,
+        },
+        script_timeout: config.script_timeout,
     });
-    let router = Router::new().fallback(http::handle).with_state(app);
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    // Connect and read Redis's command table now rather than at the first
+    // request; if Redis is down, the first requests retry (and log) anyway.
+    let warm = app.clone();
+    tokio::spawn(async move {
+        let _ = warm.backend.commands().await;
+    });
+    let limits = listener::Limits {
+        max_connections: config.max_connections,
+        header_timeout: config.header_timeout,
+        idle_timeout: config.idle_timeout,
+    };
+    listener::run(listener, app, limits, shutdown).await;
     Ok(())
 }

@@ -13,7 +13,8 @@ use tokio::net::TcpListener;
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Address to listen on [default: 127.0.0.1:8079, or 0.0.0.0:$SRH_PORT].
+    /// Address to listen on [default: 127.0.0.1:8079, or 127.0.0.1:$SRH_PORT];
+    /// loopback unless told otherwise (e.g. 0.0.0.0:8079 in a container).
     #[arg(long, env = "TALLY_GATEWAY_LISTEN")]
     listen: Option<String>,
     /// Redis URL: `redis://` or `rediss://`, with an optional `user:password@`
@@ -35,6 +36,23 @@ struct Args {
     /// Seconds a command may wait for Redis before the request gets 503.
     #[arg(long, env = "TALLY_GATEWAY_RESPONSE_TIMEOUT", default_value_t = 10)]
     response_timeout: u64,
+    /// Seconds a script may run before the gateway stops it with SCRIPT KILL
+    /// and answers 504; must be less than the response timeout.
+    #[arg(long, env = "TALLY_GATEWAY_SCRIPT_TIMEOUT", default_value_t = 5)]
+    script_timeout: u64,
+    /// Let the full token run server administration (SHUTDOWN, CONFIG,
+    /// DEBUG...); connection-state commands stay refused.
+    #[arg(long, env = "TALLY_GATEWAY_ALLOW_ADMIN")]
+    allow_admin: bool,
+    /// Open HTTP connections at most; more get 503 and are closed.
+    #[arg(long, env = "TALLY_GATEWAY_MAX_CONNECTIONS", default_value_t = 1024)]
+    max_connections: usize,
+    /// Seconds a request's headers may take to arrive before the connection is closed.
+    #[arg(long, env = "TALLY_GATEWAY_HEADER_TIMEOUT", default_value_t = 10)]
+    header_timeout: u64,
+    /// Seconds a keep-alive connection may stay silent before it is closed.
+    #[arg(long, env = "TALLY_GATEWAY_IDLE_TIMEOUT", default_value_t = 60)]
+    idle_timeout: u64,
     /// Seconds to finish requests in flight after SIGTERM or Ctrl-C.
     #[arg(long, env = "TALLY_GATEWAY_DRAIN_SECONDS", default_value_t = 30)]
     drain_seconds: u64,
@@ -55,7 +73,7 @@ async fn main() -> ExitCode {
     }
     let listen = args
         .listen
-        .or_else(|| from_srh("SRH_PORT").map(|port| format!("0.0.0.0:{port}")))
+        .or_else(|| from_srh("SRH_PORT").map(|port| format!("127.0.0.1:{port}")))
         .unwrap_or_else(|| "127.0.0.1:8079".to_owned());
     let redis_url = args
         .redis_url
@@ -81,6 +99,11 @@ async fn main() -> ExitCode {
         .unwrap_or(16);
     config.pool_size = pool_size.max(1);
     config.response_timeout = Duration::from_secs(args.response_timeout.max(1));
+    config.script_timeout = Duration::from_secs(args.script_timeout);
+    config.allow_admin = args.allow_admin;
+    config.max_connections = args.max_connections;
+    config.header_timeout = Duration::from_secs(args.header_timeout);
+    config.idle_timeout = Duration::from_secs(args.idle_timeout);
 
     let (signalled, mut on_signal) = tokio::sync::watch::channel(false);
     let shutdown = async move {

@@ -1,9 +1,11 @@
 //! Prometheus metrics: requests and latency per endpoint and command, Redis
-//! commands run, and reconnects.
+//! commands run, reconnects, open and refused connections, timeouts and
+//! stopped scripts.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -38,6 +40,13 @@ pub struct CommandLabels {
     pub command: String,
 }
 
+/// Labels of a connection closed for missing a deadline.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TimeoutLabels {
+    /// `header` (a request's headers came too slowly) or `idle` (silent keep-alive).
+    pub reason: &'static str,
+}
+
 /// Every metric the gateway keeps.
 pub struct Metrics {
     registry: Registry,
@@ -49,6 +58,14 @@ pub struct Metrics {
     pub commands: Family<CommandLabels, Counter>,
     /// Times the multiplexed connection to Redis was re-established.
     pub redis_reconnects: Counter,
+    /// HTTP connections open now.
+    pub connections: Gauge,
+    /// HTTP connections refused because `max_connections` were open.
+    pub connections_refused: Counter,
+    /// HTTP connections closed for missing the header or idle deadline.
+    pub connection_timeouts: Family<TimeoutLabels, Counter>,
+    /// Scripts stopped with `SCRIPT KILL` after the script timeout.
+    pub scripts_killed: Counter,
 }
 
 impl Metrics {
@@ -62,6 +79,10 @@ impl Metrics {
         });
         let commands = Family::<CommandLabels, Counter>::default();
         let redis_reconnects = Counter::default();
+        let connections = Gauge::default();
+        let connections_refused = Counter::default();
+        let connection_timeouts = Family::<TimeoutLabels, Counter>::default();
+        let scripts_killed = Counter::default();
         registry.register("requests", "HTTP requests answered", requests.clone());
         registry.register(
             "request_duration_seconds",
@@ -74,13 +95,44 @@ impl Metrics {
             "Times the connection to Redis was re-established",
             redis_reconnects.clone(),
         );
+        registry.register(
+            "connections",
+            "HTTP connections open now",
+            connections.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "HTTP connections refused because the maximum were open",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "connection_timeouts",
+            "HTTP connections closed for missing the header or idle deadline",
+            connection_timeouts.clone(),
+        );
+        registry.register(
+            "scripts_killed",
+            "Scripts stopped with SCRIPT KILL after the script timeout",
+            scripts_killed.clone(),
+        );
         Metrics {
             registry,
             requests,
             latency,
             commands,
             redis_reconnects,
+            connections,
+            connections_refused,
+            connection_timeouts,
+            scripts_killed,
         }
+    }
+
+    /// Counts a connection closed for missing a deadline (`header` or `idle`).
+    pub fn timed_out(&self, reason: &'static str) {
+        self.connection_timeouts
+            .get_or_create(&TimeoutLabels { reason })
+            .inc();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -86,6 +86,52 @@ async fn srh_variables_configure_a_drop_in_replacement() {
         set_and_get(port, "srh-token").await,
         (200, json!({"result": "ok?"}))
     );
+    // SRH_PORT binds loopback, not every interface.
+    for address in non_loopback_addresses() {
+        assert!(
+            std::net::TcpStream::connect((address, port)).is_err(),
+            "reachable on {address}:{port}"
+        );
+    }
+}
+
+/// This machine's addresses other than loopback, as `hostname -I` lists them.
+fn non_loopback_addresses() -> Vec<std::net::IpAddr> {
+    let Ok(output) = Command::new("hostname").arg("-I").output() else {
+        return Vec::new();
+    };
+    String::from_utf8_lossy(&output.stdout)
+        .split_whitespace()
+        .filter_map(|a| a.parse().ok())
+        .filter(|a: &std::net::IpAddr| !a.is_loopback())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_allow_admin_variable_lets_the_full_token_administer() {
+    let redis = Redis::start();
+    let port = common::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _gateway = Binary::start(
+        &[
+            "--listen",
+            &listen,
+            "--redis-url",
+            &redis.url(),
+            "--token",
+            "t",
+        ],
+        &[("TALLY_GATEWAY_ALLOW_ADMIN", "true")],
+        port,
+    );
+    let answer = send(
+        reqwest::Client::new()
+            .post(format!("http://{listen}/"))
+            .bearer_auth("t")
+            .json(&json!(["CONFIG", "GET", "maxmemory"])),
+    )
+    .await;
+    assert_eq!(answer.json(), json!({"result": ["maxmemory", "0"]}));
 }
 
 #[tokio::test]
@@ -128,12 +174,34 @@ async fn a_wrong_redis_password_is_503_without_leaking_it() {
 }
 
 #[test]
-fn a_missing_token_or_an_unsupported_srh_mode_stops_at_startup() {
+fn a_missing_token_an_unsupported_srh_mode_or_impossible_limits_stop_at_startup() {
     for (args, env) in [
         (vec!["--listen", "127.0.0.1:0"], vec![]),
         (
             vec!["--listen", "127.0.0.1:0"],
             vec![("SRH_MODE", "file"), ("SRH_TOKEN", "t")],
+        ),
+        (
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--token",
+                "t",
+                "--script-timeout",
+                "10",
+            ],
+            vec![],
+        ),
+        (
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--token",
+                "t",
+                "--max-connections",
+                "0",
+            ],
+            vec![],
         ),
     ] {
         let mut command = Command::new(env!("CARGO_BIN_EXE_tally-gateway"));

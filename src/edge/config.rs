@@ -15,7 +15,8 @@ use worker::Env;
 use super::error::AppError;
 use super::fetch::FetchTransport;
 use super::http;
-use crate::engine::{Engine, LikesStore, Settings};
+use crate::engine::{Engine, LikesStore, NETWORK_LIMIT_FACTOR, Settings};
+use crate::item::{ItemPattern, ItemPolicy};
 use crate::rest::{RestClient, RestObserver};
 
 /// Everything a request that touches Redis needs to know.
@@ -63,6 +64,16 @@ impl Config {
             },
             Some(_) => return Err(malformed("LIKES_STORE", "set or bitmap")),
         };
+        let items = match optional(env, "ITEMS").as_deref() {
+            None | Some("open") => ItemPolicy::Open,
+            Some("pattern") => ItemPolicy::Pattern(
+                ItemPattern::parse(&optional(env, "ITEM_PATTERN").unwrap_or_default())
+                    .map_err(|_| malformed("ITEM_PATTERN", "a comma list of prefixes or globs"))?,
+            ),
+            Some("registered") => ItemPolicy::Registered,
+            Some(_) => return Err(malformed("ITEMS", "open, pattern or registered")),
+        };
+        let rate_limit_per_minute = number(env, "RATE_LIMIT_PER_MINUTE", 120)?;
         let redis_url = required(env, "UPSTASH_REDIS_REST_URL")?;
         let redis_token = required(env, "UPSTASH_REDIS_REST_TOKEN")?;
         let jwt_secret = required(env, "TALLY_JWT_SECRET")?;
@@ -71,8 +82,15 @@ impl Config {
         let settings = Settings {
             prefix: optional(env, "KEY_PREFIX").unwrap_or_else(|| "tally".to_owned()),
             view_dedupe_seconds: number(env, "VIEW_DEDUPE_SECONDS", 1_800)?,
-            rate_limit_per_minute: number(env, "RATE_LIMIT_PER_MINUTE", 120)?,
+            rate_limit_per_minute,
+            network_rate_limit_per_minute: number(
+                env,
+                "NETWORK_RATE_LIMIT_PER_MINUTE",
+                rate_limit_per_minute.saturating_mul(NETWORK_LIMIT_FACTOR),
+            )?,
+            visitor_mints_per_hour: number(env, "VISITOR_MINTS_PER_HOUR", 500)?,
             likes_store,
+            items,
         };
         let unobserved = RestClient::with_transport(
             Arc::new(FetchTransport),

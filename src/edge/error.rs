@@ -2,7 +2,7 @@
 
 use worker::{Response, console_error};
 
-use crate::engine::{EngineError, RateStatus};
+use crate::engine::{EngineError, InvalidRequest, RateStatus};
 use crate::rest::RestError;
 
 /// Everything a request can fail with, as the client is allowed to see it.
@@ -32,6 +32,12 @@ pub enum AppError {
     /// No route has this path.
     #[error("no route matches this path")]
     NotFound,
+    /// The item is outside `ITEM_PATTERN` or not registered (`ITEMS`); nothing was written.
+    #[error("this item is not open for writes here: it is outside ITEM_PATTERN or not registered")]
+    UnknownItem,
+    /// The add would leave a counter that is not a finite number; nothing was written.
+    #[error("{0}")]
+    CounterOverflow(String),
     /// The route exists but not with this method; carries the `Allow` value.
     #[error("this route does not answer this method")]
     MethodNotAllowed(String),
@@ -73,7 +79,11 @@ impl From<RestError> for AppError {
 impl From<EngineError> for AppError {
     fn from(error: EngineError) -> Self {
         match error {
+            EngineError::Invalid(InvalidRequest::CounterOverflow) => {
+                AppError::CounterOverflow(InvalidRequest::CounterOverflow.to_string())
+            }
             EngineError::Invalid(detail) => AppError::InvalidQuery(detail.to_string()),
+            EngineError::UnknownItem => AppError::UnknownItem,
             other => AppError::Backend(other.to_string()),
         }
     }
@@ -91,9 +101,11 @@ impl AppError {
             AppError::Unauthorized(_) => (401, "unauthorized"),
             AppError::OriginNotAllowed => (403, "origin_not_allowed"),
             AppError::NotFound => (404, "not_found"),
+            AppError::UnknownItem => (404, "unknown_item"),
             AppError::MethodNotAllowed(_) => (405, "method_not_allowed"),
             AppError::IdempotencyConflict => (409, "idempotency_conflict"),
             AppError::BodyTooLarge => (413, "body_too_large"),
+            AppError::CounterOverflow(_) => (422, "counter_overflow"),
             AppError::RateLimited(_) => (429, "rate_limited"),
             AppError::Misconfigured(_) => (500, "misconfigured"),
             AppError::Internal(_) => (500, "internal_error"),

@@ -7,6 +7,10 @@ use super::config::Config;
 use super::error::AppError;
 use super::http;
 use crate::token::{self, Claims};
+use crate::viewer;
+
+/// The `sub` prefix of the visitor tokens `POST /v1/visitors` mints.
+pub const VISITOR_PREFIX: &str = "anon:";
 
 /// The caller's verified identity, or `None` when no token was sent. A token
 /// that is sent but does not verify is an error, never silently ignored.
@@ -24,6 +28,21 @@ pub fn required(req: &Request, config: &Config, now: i64) -> Result<Claims, AppE
     optional(req, config, now)?.ok_or_else(|| {
         AppError::Unauthorized("this route needs `Authorization: Bearer <token>`".into())
     })
+}
+
+/// The network limiter a write by `claims` also counts against: the client
+/// network's, for a visitor token; `None` for identities the site signs itself
+/// (any other `sub`), which the site vouches for.
+pub fn visitor_network(
+    req: &Request,
+    config: &Config,
+    claims: &Claims,
+    now: i64,
+) -> Option<String> {
+    claims
+        .sub
+        .starts_with(VISITOR_PREFIX)
+        .then(|| viewer::visitor_network(config.jwt_secret.as_bytes(), now, &http::client_ip(req)))
 }
 
 /// Checks the bearer credential against `TALLY_API_KEY` in constant time.

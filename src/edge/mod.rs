@@ -38,8 +38,7 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Respo
     let url = req.url();
     let route = Route::recognise(http::path(&url));
     let config = Config::get(&env, metrics::observer);
-    let mut response = match dispatch(&mut req, &method, &env, &ctx, route, &basics, &config).await
-    {
+    let mut response = match dispatch(&mut req, &method, &env, route, &basics, &config).await {
         Ok(response) => response,
         Err(error) => error.into_response()?,
     };
@@ -63,7 +62,6 @@ async fn dispatch(
     req: &mut Request,
     raw_method: &str,
     env: &Env,
-    ctx: &Context,
     route: Option<Route<'_>>,
     basics: &Basics,
     config: &Result<Rc<Config>, AppError>,
@@ -91,12 +89,15 @@ async fn dispatch(
         Route::Healthz => handlers::ops::healthz(config).await,
         Route::Visitors => handlers::visitors::issue(req, config).await,
         Route::Items => handlers::items::read_many(req, config).await,
+        Route::Item(item) if method == Method::Put => {
+            handlers::items::register(req, config, item).await
+        }
         Route::Item(item) => handlers::items::read(req, config, item).await,
         Route::Like(item) if method == Method::Put => {
             handlers::likes::set(req, config, item, Want::Liked).await
         }
         Route::Like(item) => handlers::likes::set(req, config, item, Want::NotLiked).await,
-        Route::Views(item) => handlers::views::record(req, ctx, config, item).await,
+        Route::Views(item) => handlers::views::record(req, config, item).await,
         Route::Series(item) => handlers::views::series(req, config, item).await,
         Route::Counter(item, name) => handlers::counters::add(req, config, item, name).await,
         Route::Trending => handlers::items::trending(req, config).await,

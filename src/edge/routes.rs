@@ -23,7 +23,7 @@ pub enum Route<'a> {
     Visitors,
     /// `/v1/items?ids=...`.
     Items,
-    /// `/v1/items/{item}`.
+    /// `/v1/items/{item}` (`GET` reads, `PUT` registers).
     Item(&'a str),
     /// `/v1/items/{item}/like`.
     Like(&'a str),
@@ -83,6 +83,7 @@ impl<'a> Route<'a> {
     pub fn methods(&self) -> &'static [Method] {
         match self {
             Route::Like(_) => &[Method::Put, Method::Delete],
+            Route::Item(_) => &[Method::Get, Method::Put],
             Route::Visitors | Route::Views(_) | Route::Counter(..) => &[Method::Post],
             _ => &[Method::Get],
         }
@@ -90,9 +91,12 @@ impl<'a> Route<'a> {
 
     /// The `Allow` header value for a `405`.
     pub fn allow(&self) -> String {
-        let mut allowed: Vec<&str> = self.methods().iter().map(Method::as_ref).collect();
-        if allowed.contains(&"GET") {
-            allowed.push("HEAD");
+        let mut allowed = Vec::new();
+        for method in self.methods() {
+            allowed.push(method.as_ref());
+            if *method == Method::Get {
+                allowed.push("HEAD");
+            }
         }
         allowed.push("OPTIONS");
         allowed.join(", ")

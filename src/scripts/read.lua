@@ -4,14 +4,16 @@
 -- KEYS[2]  counters the item's hash of custom counters
 -- KEYS[3]  viewers  the HyperLogLog of today's (UTC) viewers
 -- KEYS[4]  likers   the item's Set of identities
--- KEYS[5]  bits     the item's Bitmap of user ids (bitmap mode)
+-- KEYS[5]  bits     the item's Bitmap of integer user ids
 -- ARGV[1]  now      unix seconds (the caller's clock; chose KEYS[3])
 -- ARGV[2]  who      the identity asking, or '' for none
--- ARGV[3]  offset   the identity's bit when it is a bitmap user id, else ''
+-- ARGV[3]  offset   the identity's bit when it is a canonical integer id below 2^32, else ''
 --
 -- Returns {likes, views, unique_viewers_today, {name, value, ...}, liked}:
--- liked is -1 without an identity, else 0/1; counter values are the strings
--- Redis keeps.
+-- liked is -1 without an identity, else 0/1 (a like in either store counts:
+-- LIKES_STORE may have been switched); counter values are the strings Redis
+-- keeps, whatever they are (the engine reads them); a count that is not a
+-- number reads as 0.
 --
 -- A script so that one round trip reads a consistent snapshot: the counts and
 -- the caller's membership cannot disagree with each other.
@@ -20,14 +22,15 @@ local who, offset = ARGV[2], ARGV[3]
 
 local counts = redis.call('HMGET', stats, 'likes', 'views')
 local liked = -1
-if offset ~= '' then
-  liked = redis.call('GETBIT', bits, offset)
-elseif who ~= '' then
+if who ~= '' then
   liked = redis.call('SISMEMBER', likers, who)
+  if liked == 0 and offset ~= '' then
+    liked = redis.call('GETBIT', bits, offset)
+  end
 end
 return {
-  tonumber(counts[1] or '0'),
-  tonumber(counts[2] or '0'),
+  tonumber(counts[1] or '0') or 0,
+  tonumber(counts[2] or '0') or 0,
   redis.call('PFCOUNT', viewers),
   redis.call('HGETALL', counters),
   liked,

@@ -1,42 +1,57 @@
 -- view.lua: record one view of an item, deduplicated per viewer, optionally
--- idempotent, under the writer's rate limit.
+-- idempotent, under the writer's rate limits; a counted view also counts in
+-- the trending sets, so a view is exactly one Redis command.
 --
--- KEYS[1]  rate      the writer's rate-limit counter for the window holding `now`
--- KEYS[2]  stats     the item's hash of exact counts (field `views`)
--- KEYS[3]  seen      this viewer's dedupe marker: the time of their last counted view
--- KEYS[4]  minute    the view counter of the minute bucket holding `now`
--- KEYS[5]  hour      ... of the hour bucket
--- KEYS[6]  day       ... of the day bucket
--- KEYS[7]  viewers   the HyperLogLog of today's (UTC) viewers
--- KEYS[8]  idem      optional: the record of the first answer to this Idempotency-Key
+-- KEYS[1]  rate      the writer's rate-limit counter for the minute holding `now`
+-- KEYS[2]  network   the writer's network's counter (visitor tokens), else KEYS[1] (unused)
+-- KEYS[3]  stats     the item's hash of exact counts (`views`; `registered` when registered)
+-- KEYS[4]  seen      this viewer's dedupe marker: the time of their last counted view
+-- KEYS[5]  minute    the view counter of the minute bucket holding `now`
+-- KEYS[6]  hour      ... of the hour bucket
+-- KEYS[7]  day       ... of the day bucket
+-- KEYS[8]  viewers   the HyperLogLog of today's (UTC) viewers
+-- KEYS[9]  trending_hour  the sorted set of views per item for the hour holding `now`
+-- KEYS[10] trending_day   ... for the UTC day holding `now`
+-- KEYS[11] idem      optional: the record of the first answer to this Idempotency-Key
 --                     (not per item: the key on another item is a conflict)
 -- ARGV[1]  now       unix seconds (the caller's clock)
--- ARGV[2]  limit     writes allowed per rate-limit window
+-- ARGV[2]  limit     writes allowed per window to KEYS[1]
 -- ARGV[3]  window    rate-limit window width in seconds
--- ARGV[4]  viewer    the viewer (a user id, or the edge's keyed hash of IP and UA)
--- ARGV[5]  dedupe    VIEW_DEDUPE_SECONDS
--- ARGV[6]  countable '1', or '0' for a bot: answer the count, count nothing
--- ARGV[7]  minute_expire_at  unix time the minute bucket expires (start + 48 h)
--- ARGV[8]  hour_expire_at    ... the hour bucket (start + 35 d)
--- ARGV[9]  day_expire_at     ... the day bucket (start + 400 d)
--- ARGV[10] viewers_expire_at ... today's viewers (day start + 2 d)
--- ARGV[11] fingerprint       of the request, when KEYS[8] is given
--- ARGV[12] idem_ttl          seconds an idempotency record lives (24 h)
+-- ARGV[4]  network_limit  writes allowed per window to KEYS[2]; '0': no network limit
+-- ARGV[5]  network_window its window width in seconds
+-- ARGV[6]  registered     '1': the item must be registered (ITEMS=registered)
+-- ARGV[7]  viewer    the viewer (a user id, or the edge's keyed hash of network and UA)
+-- ARGV[8]  dedupe    VIEW_DEDUPE_SECONDS
+-- ARGV[9]  countable '1', or '0' for a bot: answer the count, count nothing
+-- ARGV[10] minute_expire_at  unix time the minute bucket expires (start + 48 h)
+-- ARGV[11] hour_expire_at    ... the hour bucket (start + 35 d)
+-- ARGV[12] day_expire_at     ... the day bucket (start + 400 d)
+-- ARGV[13] viewers_expire_at ... today's viewers (day start + 2 d)
+-- ARGV[14] item              the item id (the trending sets' member)
+-- ARGV[15] trending_hour_expire_at  unix time the hour's trending set expires (start + 2 h)
+-- ARGV[16] trending_day_expire_at   ... the day's (start + 2 d)
+-- ARGV[17] fingerprint       of the request, when KEYS[11] is given
+-- ARGV[18] idem_ttl          seconds an idempotency record lives (24 h)
 --
 -- Returns {status, rate_count, reset_seconds, views, counted}: status 1
 -- recorded, 2 replayed (the first answer; nothing counted), 3 conflict (key
--- reused with another fingerprint; nothing written), 0 over the limit
--- (nothing written). A replay or a conflict reads the rate limit but uses no
--- slot of it: it writes nothing.
+-- reused with another fingerprint; nothing written), 0 over a limit (nothing
+-- written), 4 unknown item (not registered; nothing written). A replay, a
+-- conflict or an unknown item reads the rate limit but uses no slot of it.
 --
--- Atomic because the dedupe decision, the counters, the buckets, the
--- idempotency record and the rate limit must agree: a retried or concurrent
--- request must either see the marker or the record and count nothing, or count
--- everything exactly once.
-local rate, stats, seen, viewers, idem = KEYS[1], KEYS[2], KEYS[3], KEYS[7], KEYS[8]
+-- Atomic because the dedupe decision, the counters, the buckets, the trending
+-- sets, the idempotency record and the rate limits must agree: a retried or
+-- concurrent request must either see the marker or the record and count
+-- nothing, or count everything exactly once.
+local rate, stats, seen, viewers, idem = KEYS[1], KEYS[3], KEYS[4], KEYS[8], KEYS[11]
 local now, limit, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local viewer, dedupe, countable = ARGV[4], tonumber(ARGV[5]), ARGV[6] == '1'
-local fingerprint, idem_ttl = ARGV[11], ARGV[12]
+local viewer, dedupe, countable = ARGV[7], tonumber(ARGV[8]), ARGV[9] == '1'
+local fingerprint, idem_ttl = ARGV[17], ARGV[18]
+
+if ARGV[6] == '1' and redis.call('HEXISTS', stats, 'registered') == 0 then
+  local count, reset = rate_peek(rate, now, window)
+  return {4, count, reset, 0, 0}
+end
 
 if idem then
   local record = redis.call('GET', idem)
@@ -50,7 +65,8 @@ if idem then
   end
 end
 
-local admitted, count, reset = rate_limit(rate, now, limit, window)
+local admitted, count, reset = rate_limit(now, rate, limit, window, KEYS[2], tonumber(ARGV[4]),
+  tonumber(ARGV[5]))
 if not admitted then
   return {0, count, reset, 0, 0}
 end
@@ -73,21 +89,27 @@ if countable then
   -- whose counted view was yesterday.
   redis.call('PFADD', viewers, viewer)
   if redis.call('TTL', viewers) < 0 then
-    redis.call('EXPIREAT', viewers, ARGV[10])
+    redis.call('EXPIREAT', viewers, ARGV[13])
   end
   if counted == 1 then
     views = redis.call('HINCRBY', stats, 'views', 1)
-    for i = 4, 6 do
-      -- The expiry is set by the hit that creates the bucket, from the
-      -- bucket's start, so later hits never push it back.
+    -- The expiry of a bucket or trending set is set by the hit that creates
+    -- it, from its window's start, so later hits never push it back.
+    for i = 5, 7 do
       if redis.call('INCR', KEYS[i]) == 1 then
-        redis.call('EXPIREAT', KEYS[i], ARGV[i + 3])
+        redis.call('EXPIREAT', KEYS[i], ARGV[i + 5])
+      end
+    end
+    for i = 9, 10 do
+      redis.call('ZINCRBY', KEYS[i], 1, ARGV[14])
+      if redis.call('TTL', KEYS[i]) < 0 then
+        redis.call('EXPIREAT', KEYS[i], ARGV[i + 6])
       end
     end
   end
 end
 if views == nil then
-  views = tonumber(redis.call('HGET', stats, 'views') or '0')
+  views = tonumber(redis.call('HGET', stats, 'views') or '0') or 0
 end
 
 if idem then

@@ -101,6 +101,18 @@ impl Setup {
         }
     }
 
+    /// Another engine on the same Redis and key prefix with other settings, as
+    /// after a restart with another configuration.
+    pub fn engine_with(&self, settings: Settings) -> Engine {
+        Engine::new(
+            client(&self.gateway, self.trips.clone()),
+            Settings {
+                prefix: self.engine.settings().prefix.clone(),
+                ..settings
+            },
+        )
+    }
+
     /// A key of this test's engine, in `redis-cli` form.
     pub fn cli(&self, args: &[&str]) -> String {
         self.redis.cli(args)

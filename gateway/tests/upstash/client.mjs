@@ -3,6 +3,7 @@
 //   node client.mjs <gateway url> <token> <key prefix>
 // Exits non-zero (with the failed assertion) on any difference.
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import { Redis } from "@upstash/redis";
 
 const [url, token, prefix] = process.argv.slice(2);
@@ -31,6 +32,23 @@ const sha = await redis.scriptLoad(script);
 assert.match(sha, /^[0-9a-f]{40}$/);
 assert.deepEqual(await redis.evalsha(sha, [key("h")], [2]), [key("h"), 7, "ok"]);
 await assert.rejects(redis.evalsha("f".repeat(40), [], []), /NOSCRIPT/);
+
+// Upstash key locking: the flag is accepted, and digests are those of the
+// flagged body, as the client computes them.
+const sha1 = (text) => createHash("sha1").update(text).digest("hex");
+const locked = "#!lua flags=allow-key-locking\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])";
+const lockedRead = "#!lua flags=allow-key-locking,no-writes\nreturn redis.call('GET', KEYS[1])";
+assert.equal(await redis.eval(locked, [key("kl")], [2]), 2);
+assert.equal(await redis.evalsha(sha1(locked), [key("kl")], [3]), 5);
+assert.equal(await redis.scriptLoad(lockedRead), sha1(lockedRead));
+assert.deepEqual(await redis.scriptExists(sha1(locked), sha1(lockedRead), "0".repeat(40)), [1, 1, 0]);
+assert.equal(await redis.evalsha(sha1(lockedRead), [key("kl")], []), 5);
+assert.equal(await redis.evalRo(lockedRead, [key("kl")], []), 5);
+assert.equal(await redis.evalshaRo(sha1(lockedRead), [key("kl")], []), 5);
+// The client's own EVALSHA-then-EVAL helper, with a body it never loaded.
+const fresh = redis.createScript("#!lua flags=allow-key-locking\nreturn ARGV[1] .. '!'");
+assert.equal(await fresh.exec([], ["hi"]), "hi!");
+assert.equal(await fresh.exec([], ["again"]), "again!");
 
 // A Redis error surfaces as a rejection with Redis's message.
 await assert.rejects(redis.hget(key("s"), "x"), /WRONGTYPE/);

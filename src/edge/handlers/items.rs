@@ -1,4 +1,4 @@
-//! Reads: one item, a batch of items, and trending items.
+//! Items: registration, and reads of one item, a batch of items, and trending items.
 
 use worker::{Response, web_sys::Request};
 
@@ -12,6 +12,21 @@ use crate::engine::Window;
 const MAX_BATCH: usize = 100;
 /// The most items trending lists.
 const MAX_TRENDING: usize = 100;
+
+/// `PUT /v1/items/{item}` with the API key: registers the item (what
+/// `ITEMS=registered` lets be written): `201` when created, `200` when it
+/// already was. Under `ITEMS=pattern` an id outside the pattern is `404`.
+pub async fn register(
+    req: &Request,
+    config: &Config,
+    raw_item: &str,
+) -> Result<Response, AppError> {
+    identity::api_key(req, config)?;
+    let item = item_id(raw_item)?;
+    let created = config.engine().register(&item, http::now()).await?;
+    let body = serde_json::json!({"item": item.as_str(), "created": created});
+    Ok(http::json(if created { 201 } else { 200 }, &body)?)
+}
 
 /// `GET /v1/items/{item}`: counts, counters and, with a token, `liked`.
 pub async fn read(req: &Request, config: &Config, raw_item: &str) -> Result<Response, AppError> {

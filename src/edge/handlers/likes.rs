@@ -6,6 +6,7 @@ use super::{admitted, item_id, limited_json};
 use crate::edge::config::Config;
 use crate::edge::error::AppError;
 use crate::edge::{http, identity, metrics};
+use crate::engine::Limiter;
 
 /// Whether the caller wants the item liked or not.
 #[derive(Clone, Copy)]
@@ -27,10 +28,16 @@ pub async fn set(
     let item = item_id(raw_item)?;
     let who = identity::required(req, config, now)?;
     let engine = config.engine();
-    // Likes are limited per identity: the token is required here anyway.
+    // Likes are limited per identity (the token is required here anyway) and,
+    // for a visitor token, per client network too.
+    let network = identity::visitor_network(req, config, &who, now);
+    let limiter = Limiter {
+        subject: &who.sub,
+        network: network.as_deref(),
+    };
     let limited = match want {
-        Want::Liked => engine.like(&item, &who.sub, &who.sub, now).await?,
-        Want::NotLiked => engine.unlike(&item, &who.sub, &who.sub, now).await?,
+        Want::Liked => engine.like(&item, &who.sub, limiter, now).await?,
+        Want::NotLiked => engine.unlike(&item, &who.sub, limiter, now).await?,
     };
     let (outcome, rate) = admitted(limited)?;
     if outcome.changed {

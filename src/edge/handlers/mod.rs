@@ -8,7 +8,7 @@ pub mod views;
 pub mod visitors;
 
 use serde_json::{Map, Value};
-use worker::Response;
+use worker::{Response, web_sys::Request};
 
 use super::error::AppError;
 use super::http;
@@ -21,6 +21,20 @@ pub fn item_id(raw: &str) -> Result<ItemId, AppError> {
         AppError::InvalidItem("the item id is not valid percent-encoded UTF-8".into())
     })?;
     ItemId::parse(&decoded).map_err(|e| AppError::InvalidItem(e.to_string()))
+}
+
+/// The `Idempotency-Key` header: 1-255 printable ASCII characters, if sent.
+pub fn idempotency_key(req: &Request) -> Result<Option<String>, AppError> {
+    let Some(key) = http::header(req, "Idempotency-Key") else {
+        return Ok(None);
+    };
+    let printable = key.bytes().all(|b| (0x20..=0x7e).contains(&b));
+    if key.is_empty() || key.len() > 255 || !printable {
+        return Err(AppError::InvalidHeader(
+            "Idempotency-Key must be 1-255 printable ASCII characters".into(),
+        ));
+    }
+    Ok(Some(key))
 }
 
 /// The outcome of a rate-limited write, or `429` when over the limit.

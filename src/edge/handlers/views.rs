@@ -1,36 +1,39 @@
 //! `POST /v1/items/{item}/views` and the views series.
 
 use sha2::{Digest, Sha256};
-use worker::{Context, Response, web_sys::Request};
+use worker::{Response, web_sys::Request};
 
-use super::{admitted, item_id, limited_json};
+use super::{admitted, idempotency_key, item_id, limited_json};
 use crate::edge::config::Config;
 use crate::edge::error::AppError;
 use crate::edge::{http, identity, metrics};
-use crate::engine::{Bucket, Idempotency, ViewOutcome};
+use crate::engine::{Bucket, Idempotency, Limiter, ViewOutcome};
 use crate::viewer;
 
 /// Records a view: once per viewer per item within the dedupe window, never
-/// for bots, and at most once per `Idempotency-Key`.
-pub async fn record(
-    req: &Request,
-    ctx: &Context,
-    config: &Config,
-    raw_item: &str,
-) -> Result<Response, AppError> {
+/// for bots, and at most once per `Idempotency-Key`. A counted view counts in
+/// trending in the same script: one Redis command per view.
+pub async fn record(req: &Request, config: &Config, raw_item: &str) -> Result<Response, AppError> {
     let now = http::now();
     let item = item_id(raw_item)?;
     let idempotency_key = idempotency_key(req)?;
     let user_agent = http::header(req, "User-Agent").unwrap_or_default();
-    let (viewer, limiter) = match identity::optional(req, config, now)? {
-        Some(claims) => (claims.sub.clone(), claims.sub),
+    let (viewer, subject, network) = match identity::optional(req, config, now)? {
+        Some(claims) => {
+            let network = identity::visitor_network(req, config, &claims, now);
+            (claims.sub.clone(), claims.sub, network)
+        }
         None => {
             let ip = http::client_ip(req);
             let viewer =
                 viewer::anonymous_viewer(config.jwt_secret.as_bytes(), now, &ip, &user_agent);
             let client = viewer::anonymous_client(config.jwt_secret.as_bytes(), now, &ip);
-            (viewer, client)
+            (viewer, client, None)
         }
+    };
+    let limiter = Limiter {
+        subject: &subject,
+        network: network.as_deref(),
     };
     let idempotency = idempotency_key.map(|key| Idempotency {
         fingerprint: fingerprint(&item, &viewer),
@@ -42,7 +45,7 @@ pub async fn record(
         .view(
             &item,
             &viewer,
-            &limiter,
+            limiter,
             now,
             idempotency.as_ref(),
             countable,
@@ -58,15 +61,6 @@ pub async fn record(
         metrics::view(counted);
     }
     let body = serde_json::json!({"item": item.as_str(), "views": views, "counted": counted});
-    if counted && !replayed {
-        // Trending is derived data: updated after the response, off the hot path.
-        let engine = engine.clone();
-        ctx.wait_until(async move {
-            if let Err(e) = engine.record_trending(&item, now).await {
-                worker::console_warn!("trending update failed: {e}");
-            }
-        });
-    }
     let mut response = limited_json(&body, &rate)?;
     if replayed {
         response.headers_mut().set("Idempotent-Replayed", "true")?;
@@ -110,20 +104,6 @@ pub async fn series(req: &Request, config: &Config, raw_item: &str) -> Result<Re
     };
     let body = serde_json::json!({"item": item.as_str(), "bucket": bucket_name, "points": points});
     Ok(http::json(200, &body)?)
-}
-
-/// The `Idempotency-Key` header: 1-255 printable ASCII characters, if sent.
-fn idempotency_key(req: &Request) -> Result<Option<String>, AppError> {
-    let Some(key) = http::header(req, "Idempotency-Key") else {
-        return Ok(None);
-    };
-    let printable = key.bytes().all(|b| (0x20..=0x7e).contains(&b));
-    if key.is_empty() || key.len() > 255 || !printable {
-        return Err(AppError::InvalidHeader(
-            "Idempotency-Key must be 1-255 printable ASCII characters".into(),
-        ));
-    }
-    Ok(Some(key))
 }
 
 /// What makes two view requests "the same request" for an idempotency key.
