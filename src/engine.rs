@@ -916,6 +916,8 @@ mod tests {
         }
     }
 
+    // Natively only: the wasm REST client has no default transport.
+    #[cfg(not(target_arch = "wasm32"))]
     #[test]
     fn only_canonical_ids_below_the_maximum_use_the_bitmap() {
         let rest = RestClient::new("http://127.0.0.1:9", "t", std::time::Duration::from_secs(1));

@@ -323,9 +323,11 @@ fn wrangler_config(bundle: &Path) -> String {
         .lines()
         .find(|l| l.starts_with("compatibility_date"))
         .expect("wrangler.toml sets compatibility_date");
+    // The static files, as deployed: served by the platform from assets/.
     format!(
-        "name = \"tally-test\"\nmain = \"{}\"\n{date}\n",
-        bundle.display()
+        "name = \"tally-test\"\nmain = \"{}\"\n{date}\n\n[assets]\ndirectory = \"{}\"\nbinding = \"ASSETS\"\n",
+        bundle.display(),
+        root().join("assets").display()
     )
 }
 
