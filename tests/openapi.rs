@@ -397,6 +397,20 @@ async fn real_responses_of_every_route_and_error_match_the_document() {
     .await;
     c.send(
         Method::GET,
+        SERIES,
+        &format!("{page}/views/series?bucket=day&metric=unique"),
+        none,
+    )
+    .await;
+    c.send(
+        Method::GET,
+        SERIES,
+        &format!("{page}/views/series?bucket=hour&metric=unique"),
+        none,
+    )
+    .await;
+    c.send(
+        Method::GET,
         "/v1/trending",
         "/v1/trending?window=day&limit=5",
         none,

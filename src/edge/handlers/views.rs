@@ -65,7 +65,8 @@ pub async fn record(req: &Request, config: &Config, raw_item: &str) -> Result<Re
     Ok(response)
 }
 
-/// `GET /v1/items/{item}/views/series?bucket=&from=&to=`.
+/// `GET /v1/items/{item}/views/series?bucket=&from=&to=&metric=`: views per
+/// bucket, or with `metric=unique` distinct viewers per day (`bucket=day` only).
 pub async fn series(req: &Request, config: &Config, raw_item: &str) -> Result<Response, AppError> {
     let item = item_id(raw_item)?;
     let query = http::query(req)?;
@@ -88,6 +89,25 @@ pub async fn series(req: &Request, config: &Config, raw_item: &str) -> Result<Re
     };
     if from > to {
         return Err(invalid("from must not be after to"));
+    }
+    match param("metric").unwrap_or("views") {
+        "views" => {}
+        "unique" if bucket == Bucket::Day => {
+            let points = config
+                .engine()
+                .unique_series(&item, from, to, http::now())
+                .await?;
+            let points: Vec<_> = points
+                .iter()
+                .map(|p| serde_json::json!({"t": p.t, "unique_viewers": p.unique_viewers}))
+                .collect();
+            let body = serde_json::json!({
+                "item": item.as_str(), "bucket": "day", "metric": "unique", "points": points,
+            });
+            return Ok(http::json(200, &body)?);
+        }
+        "unique" => return Err(invalid("metric=unique takes bucket=day")),
+        _ => return Err(invalid("metric must be views or unique")),
     }
     let points = config.engine().series(&item, bucket, from, to).await?;
     let points: Vec<_> = points
