@@ -1,5 +1,6 @@
 //! Route handlers: thin functions from a request to the engine and back.
 
+pub mod badge;
 pub mod counters;
 pub mod items;
 pub mod likes;
