@@ -263,3 +263,37 @@ async fn trending_lists_counted_views_most_viewed_first() {
         "most viewed first: {views:?}"
     );
 }
+
+#[tokio::test]
+async fn a_token_that_says_count_views_false_is_answered_and_never_counted() {
+    let item = unique("owner");
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+        + 3600;
+    let owner = tally::token::sign(
+        &tally::token::Claims {
+            sub: "site-owner".into(),
+            exp,
+            count_views: false,
+        },
+        support::JWT_SECRET.as_bytes(),
+    );
+    view(&item, Some(&token_for("reader")), BROWSER, None).await;
+    for _ in 0..2 {
+        let reply = view(&item, Some(&owner), BROWSER, None).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.body,
+            json!({"item": item, "views": 1, "counted": false})
+        );
+    }
+    let http = reqwest::Client::new();
+    let read = send(http.get(shared().worker.url(&format!("/v1/items/{item}")))).await;
+    assert_eq!(read.body["views"], 1);
+    assert_eq!(
+        read.body["unique_viewers"]["all_time"], 1,
+        "the owner is no viewer"
+    );
+}

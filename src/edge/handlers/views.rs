@@ -18,8 +18,12 @@ pub async fn record(req: &Request, config: &Config, raw_item: &str) -> Result<Re
     let item = item_id(raw_item)?;
     let idempotency_key = idempotency_key(req)?;
     let user_agent = http::header(req, "User-Agent").unwrap_or_default();
+    // A token with `"tally": {"count_views": false}` (the site's own people)
+    // is answered like a bot: the current count, nothing counted.
+    let mut counts_views = true;
     let (viewer, subject, network) = match identity::optional(req, config, now)? {
         Some(claims) => {
+            counts_views = claims.count_views;
             let network = identity::visitor_network(req, config, &claims, now);
             (claims.sub.clone(), claims.sub, network)
         }
@@ -40,7 +44,7 @@ pub async fn record(req: &Request, config: &Config, raw_item: &str) -> Result<Re
         key,
     });
     let engine = config.engine();
-    let countable = !viewer::is_bot(&user_agent);
+    let countable = counts_views && !viewer::is_bot(&user_agent);
     let limited = engine
         .view(
             &item,
