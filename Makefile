@@ -1,5 +1,5 @@
 # The two commands a new user runs: `make dev` and `make test`.
-.PHONY: dev test build setup token bench-engine bench-gateway bench-api
+.PHONY: dev test build setup token bench-engine bench-gateway bench-api bench-profile
 
 dev:
 	bash scripts/dev.sh
@@ -28,7 +28,13 @@ bench-engine:
 bench-gateway:
 	bash scripts/bench-gateway.sh
 
-# Worker API throughput: /healthz (baseline), likes and reads at 32 connections,
-# the built bundle under Miniflare (no inspector) and under wrangler dev, one run.
+# Worker API in one run: the Rust worker vs a JavaScript worker (bench/js-worker)
+# vs a minimal one-fetch worker (bench/minimal-worker), per route: req/s at 32
+# connections, workerd CPU ms per request, cold start, wasm size, and the goals.
 bench-api:
 	bash scripts/bench-api.sh
+
+# Where the Rust worker's CPU goes, per route: V8 CPU profiles through workerd's
+# inspector (build/profile/rust/*.cpuprofile) and a summary of the suspects.
+bench-profile:
+	bash scripts/bench-api.sh --profile

@@ -1,13 +1,31 @@
 //! Load generator for `scripts/bench-api.sh`: keeps N keep-alive connections
-//! busy with one worker API request at a time each, for a fixed time, and
-//! prints requests per second and how many requests failed (transport errors
-//! and non-2xx answers). Loopback only, bounded in time.
+//! busy with one worker API request at a time each, for a fixed time after a
+//! one-second warm-up, and prints one line of `name=value` figures: requests
+//! and requests/s in the measured window, failures (transport errors and
+//! unexpected statuses), how many answers showed a write (`marked`), and the
+//! CPU time the server's process tree spent in that same window. Loopback only,
+//! bounded in time.
 //!
-//! `load_api URL PHASE CONNECTIONS SECONDS JWT_SECRET`, where `PHASE` is
-//! - `healthz`: `GET /healthz` (one Redis `PING` round trip), the baseline;
-//! - `likes`: `PUT /v1/items/{item}/like`, each connection with its own
-//!   identity token, cycling over [`ITEMS`] items;
-//! - `reads`: `GET /v1/items/{item}` over the same items, without a token.
+//! `load_api URL PHASE CONNECTIONS SECONDS JWT_SECRET TAG [CPU_PID]`, where `PHASE` is
+//! - `notfound`: `GET /bench/unknown`, expecting `404` (no I/O: the floor);
+//! - `healthz`: `GET /healthz` (one Redis `PING` round trip);
+//! - `like` / `unlike`: `PUT` / `DELETE /v1/items/{item}/like`, each connection
+//!   with its own identity `{TAG}-u{n}` walking its own sequence of items, so
+//!   every like is a new (identity, item) pair and writes; an `unlike` phase with
+//!   the same `TAG` walks the same sequence and removes those likes
+//!   (`marked` counts answers with `"changed":true`); a `like` phase keeps
+//!   liking, unmeasured, for as long again after its window, so the unlike
+//!   phase has likes to remove even when it runs faster;
+//! - `view`: `POST /v1/items/{item}/views` with identity `{TAG}-v{n}` over its
+//!   own sequence of items, so every view is a new (viewer, item) pair and is
+//!   counted (`marked` counts `"counted":true`);
+//! - `read`: `GET /v1/items/{item}` without a token;
+//! - `batch`: `GET /v1/items?ids=...` with 20 consecutive items, without a token.
+//!
+//! `CPU_PID`: the process whose tree's user+system CPU time is read from
+//! `/proc` at the start and the end of the measured window (`cpu_ms`).
+//! `total` and `total_marked` count every expected answer of the run, warm-up
+//! included, for figures taken around the whole run (Redis commands).
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() {
@@ -21,6 +39,7 @@ fn main() {}
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
+    use std::collections::HashMap;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,34 +49,82 @@ mod native {
     use hyper_util::rt::TokioIo;
     use tally::token::{Claims, sign};
 
-    /// Distinct items the likes and reads cycle over.
-    const ITEMS: usize = 1000;
+    /// Distinct items the phases walk over; far more than one connection reaches in a phase.
+    const ITEMS: usize = 100_000;
+    /// Items per batch read.
+    const BATCH: usize = 20;
     /// Traffic before the measured window, so every connection is open and warm.
     const WARMUP: Duration = Duration::from_secs(1);
 
     /// What one phase sends.
-    #[derive(Clone, Copy)]
+    #[derive(Clone, Copy, PartialEq, Eq)]
     enum Phase {
+        NotFound,
         Healthz,
-        Likes,
-        Reads,
+        Like,
+        Unlike,
+        View,
+        Read,
+        Batch,
+    }
+
+    impl Phase {
+        fn parse(name: &str) -> Option<Phase> {
+            Some(match name {
+                "notfound" => Phase::NotFound,
+                "healthz" => Phase::Healthz,
+                "like" => Phase::Like,
+                "unlike" => Phase::Unlike,
+                "view" => Phase::View,
+                "read" => Phase::Read,
+                "batch" => Phase::Batch,
+                _ => return None,
+            })
+        }
+
+        /// The text an answer shows when the request wrote something.
+        fn marker(self) -> Option<&'static [u8]> {
+            match self {
+                Phase::Like | Phase::Unlike => Some(br#""changed":true"#),
+                Phase::View => Some(br#""counted":true"#),
+                _ => None,
+            }
+        }
     }
 
     /// Tallies shared by every connection.
     #[derive(Default)]
     struct Counts {
         ok: AtomicU64,
+        marked: AtomicU64,
         failed: AtomicU64,
-        /// The status of the first non-2xx answer (0: none yet), for the report.
+        /// The status of the first unexpected answer (0: none yet), for the report.
         first_status: AtomicU64,
     }
 
     #[tokio::main]
     pub async fn main() {
         let args: Vec<String> = std::env::args().collect();
-        let [_, url, phase, connections, seconds, secret] = args.as_slice() else {
-            eprintln!("usage: load_api URL healthz|likes|reads CONNECTIONS SECONDS JWT_SECRET");
-            std::process::exit(2);
+        let (url, phase, connections, seconds, secret, tag, cpu_pid) = match args.as_slice() {
+            [_, url, phase, connections, seconds, secret, tag] => {
+                (url, phase, connections, seconds, secret, tag, None)
+            }
+            [_, url, phase, connections, seconds, secret, tag, pid] => (
+                url,
+                phase,
+                connections,
+                seconds,
+                secret,
+                tag,
+                Some(pid.parse::<u32>().expect("a process id")),
+            ),
+            _ => {
+                eprintln!(
+                    "usage: load_api URL notfound|healthz|like|unlike|view|read|batch \
+                     CONNECTIONS SECONDS JWT_SECRET TAG [CPU_PID]"
+                );
+                std::process::exit(2);
+            }
         };
         let uri: hyper::Uri = url.parse().expect("a URL");
         assert!(
@@ -69,12 +136,7 @@ mod native {
             uri.host().unwrap_or("127.0.0.1"),
             uri.port_u16().unwrap_or(80)
         );
-        let phase = match phase.as_str() {
-            "healthz" => Phase::Healthz,
-            "likes" => Phase::Likes,
-            "reads" => Phase::Reads,
-            other => panic!("unknown phase {other}: healthz, likes or reads"),
-        };
+        let phase = Phase::parse(phase).unwrap_or_else(|| panic!("unknown phase {phase}"));
         let connections: usize = connections.parse().expect("a number of connections");
         let duration = Duration::from_secs(seconds.parse().expect("a number of seconds"));
         let exp = SystemTime::now()
@@ -82,13 +144,14 @@ mod native {
             .expect("a clock after 1970")
             .as_secs() as i64
             + 3600;
+        let user = if phase == Phase::View { "v" } else { "u" };
 
         let counts = Arc::new(Counts::default());
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for n in 0..connections {
             let claims = Claims {
-                sub: format!("bench-user-{n}"),
+                sub: format!("{tag}-{user}{n}"),
                 exp,
                 count_views: true,
             };
@@ -100,27 +163,48 @@ mod native {
         }
 
         tokio::time::sleep(WARMUP).await;
-        let (start_count, started) = (counts.ok.load(Ordering::Relaxed), Instant::now());
+        let cpu_start = cpu_pid.map(tree_cpu_ms);
+        let (start_ok, start_marked, started) = (
+            counts.ok.load(Ordering::Relaxed),
+            counts.marked.load(Ordering::Relaxed),
+            Instant::now(),
+        );
         tokio::time::sleep(duration).await;
-        let (end_count, elapsed) = (counts.ok.load(Ordering::Relaxed), started.elapsed());
+        let (end_ok, end_marked, elapsed) = (
+            counts.ok.load(Ordering::Relaxed),
+            counts.marked.load(Ordering::Relaxed),
+            started.elapsed(),
+        );
+        let cpu_end = cpu_pid.map(tree_cpu_ms);
+        if phase == Phase::Like {
+            // Unmeasured likes past the window, so that an unlike phase that
+            // runs faster than this one still finds a like to remove.
+            tokio::time::sleep(duration).await;
+        }
         stop.store(true, Ordering::Relaxed);
         for task in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
-        let requests = end_count - start_count;
+        let requests = end_ok - start_ok;
+        let (total, total_marked) = (
+            counts.ok.load(Ordering::Relaxed),
+            counts.marked.load(Ordering::Relaxed),
+        );
         let failures = counts.failed.load(Ordering::Relaxed);
-        let first_status = counts.first_status.load(Ordering::Relaxed);
-        let status_note = if first_status == 0 {
-            String::new()
-        } else {
-            format!(", first non-2xx: {first_status}")
+        let cpu_ms = match (cpu_start, cpu_end) {
+            (Some(a), Some(b)) => format!("{:.0}", b - a),
+            _ => "-".to_owned(),
         };
         println!(
-            "{:.0} requests/s ({requests} requests in {:.1} s, {failures} failed{status_note})",
+            "requests={requests} seconds={:.2} rps={:.0} failed={failures} marked={} \
+             total={total} total_marked={total_marked} cpu_ms={cpu_ms} first_status={}",
+            elapsed.as_secs_f64(),
             requests as f64 / elapsed.as_secs_f64(),
-            elapsed.as_secs_f64()
+            end_marked - start_marked,
+            counts.first_status.load(Ordering::Relaxed),
         );
-        if failures > 0 {
+        // A phase where nothing succeeded measured nothing: that is a failure too.
+        if failures > 0 || total == 0 {
             std::process::exit(1);
         }
     }
@@ -146,46 +230,110 @@ mod native {
             return;
         };
         tokio::spawn(conn);
-        // Connections start at different items so they rarely hit the same one together.
-        let mut item = n * 7919;
+        // Each connection walks its own run of items, starting far from the others'.
+        let mut item = n * 7919 % ITEMS;
+        let expected = if phase == Phase::NotFound { 404 } else { 200 };
         while !stop.load(Ordering::Relaxed) {
-            item = (item + 1) % ITEMS;
-            let request = match phase {
-                Phase::Healthz => hyper::Request::get("/healthz"),
-                Phase::Likes => hyper::Request::put(format!("/v1/items/bench-{item}/like"))
-                    .header("authorization", authorization),
-                Phase::Reads => hyper::Request::get(format!("/v1/items/bench-{item}")),
+            let (method, uri, token) = match phase {
+                Phase::NotFound => ("GET", "/bench/unknown".to_owned(), false),
+                Phase::Healthz => ("GET", "/healthz".to_owned(), false),
+                Phase::Like => ("PUT", format!("/v1/items/bench-{item}/like"), true),
+                Phase::Unlike => ("DELETE", format!("/v1/items/bench-{item}/like"), true),
+                Phase::View => ("POST", format!("/v1/items/bench-{item}/views"), true),
+                Phase::Read => ("GET", format!("/v1/items/bench-{item}"), false),
+                Phase::Batch => {
+                    let ids: Vec<String> = (0..BATCH)
+                        .map(|i| format!("bench-{}", (item + i) % ITEMS))
+                        .collect();
+                    ("GET", format!("/v1/items?ids={}", ids.join(",")), false)
+                }
+            };
+            let mut request = hyper::Request::builder()
+                .method(method)
+                .uri(uri)
+                .header("host", "127.0.0.1");
+            if token {
+                request = request.header("authorization", authorization);
             }
-            .header("host", "127.0.0.1")
-            .body(Empty::<Bytes>::new())
-            .expect("a valid request");
-            let status = match sender.send_request(request).await {
+            let request = request
+                .body(Empty::<Bytes>::new())
+                .expect("a valid request");
+            item = (item + 1) % ITEMS;
+            let answer = match sender.send_request(request).await {
                 Ok(response) => {
-                    let status = response.status();
+                    let status = response.status().as_u16();
                     // The whole body must arrive, or the request did not complete.
                     match response.into_body().collect().await {
-                        Ok(_) => Some(status),
+                        Ok(body) => Some((status, body.to_bytes())),
                         Err(_) => None,
                     }
                 }
                 Err(_) => None,
             };
-            if status.is_some_and(|s| s.is_success()) {
-                counts.ok.fetch_add(1, Ordering::Relaxed);
-                continue;
+            match answer {
+                Some((status, body)) if status == expected => {
+                    counts.ok.fetch_add(1, Ordering::Relaxed);
+                    if phase
+                        .marker()
+                        .is_some_and(|m| body.windows(m.len()).any(|w| w == m))
+                    {
+                        counts.marked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                Some((status, _)) => {
+                    let _ = counts.first_status.compare_exchange(
+                        0,
+                        u64::from(status),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
+                None => {}
             }
             counts.failed.fetch_add(1, Ordering::Relaxed);
-            if let Some(status) = status {
-                let _ = counts.first_status.compare_exchange(
-                    0,
-                    u64::from(status.as_u16()),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
-            }
             if sender.ready().await.is_err() {
                 return;
             }
         }
+    }
+
+    /// User+system CPU milliseconds of `root` and all its descendants, from
+    /// `/proc/<pid>/stat` (fields 14 and 15, in clock ticks of 1/100 s: Linux's
+    /// `USER_HZ` on every architecture it exports to user space).
+    fn tree_cpu_ms(root: u32) -> f64 {
+        let mut parent_and_ticks: HashMap<u32, (u32, u64)> = HashMap::new();
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for entry in entries.flatten() {
+                let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+                    continue;
+                };
+                let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                    continue;
+                };
+                // The command name may hold spaces; the fields after it do not.
+                let Some((_, rest)) = stat.rsplit_once(')') else {
+                    continue;
+                };
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                // `rest` starts at field 3 (state): ppid is field 4, utime 14, stime 15.
+                let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+                if let (Some(ppid), Some(utime), Some(stime)) = (field(4), field(14), field(15)) {
+                    parent_and_ticks.insert(pid, (ppid as u32, utime + stime));
+                }
+            }
+        }
+        let mut ticks = 0;
+        let mut todo = vec![root];
+        while let Some(pid) = todo.pop() {
+            ticks += parent_and_ticks.get(&pid).map_or(0, |&(_, t)| t);
+            todo.extend(
+                parent_and_ticks
+                    .iter()
+                    .filter(|&(_, &(ppid, _))| ppid == pid)
+                    .map(|(&child, _)| child),
+            );
+        }
+        ticks as f64 * 10.0
     }
 }

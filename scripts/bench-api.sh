@@ -1,39 +1,52 @@
 #!/usr/bin/env bash
-# Benchmarks the worker's API in one run, against one fresh redis-server and
-# tally-gateway on loopback. The built bundle (build/) is served two ways:
-#   1. through Miniflare's API with no inspector (scripts/serve-bundle.mjs),
-#   2. through `wrangler dev`, as in development and the end-to-end tests;
-# each is driven by examples/load_api.rs at 32 keep-alive connections through
-# four phases: GET /healthz (one PING round trip: the baseline), likes
-# (PUT /v1/items/{item}/like, a token per connection) and reads
-# (GET /v1/items/{item}), then /healthz again. Prints requests/s and failures
-# per phase, and the ratios likes/baseline, reads/baseline (the baseline is the
-# mean of the two /healthz runs) and wrangler dev/Miniflare. Any failed or
-# non-2xx request makes the run fail. Bounded: a few seconds per phase.
+# Benchmarks the worker's API against a JavaScript worker and a minimal
+# one-fetch worker, in one run, on one fresh redis-server and tally-gateway on
+# loopback (docs/benchmarks.md):
+#   rust     the built bundle (build/index.js + build/index_bg.wasm), or
+#            BENCH_RUST_BUNDLE (another build's index.js);
+#   js       bench/js-worker: the same routes with @upstash/redis and Web Crypto;
+#   minimal  bench/minimal-worker: one EVALSHA through fetch per /v1/ request.
+# Each is served alone by workerd through Miniflare's API, no inspector
+# (scripts/serve-bundle.mjs), in the order rust js minimal minimal js rust
+# (ABBA), and driven by examples/load_api.rs at 32 keep-alive connections
+# through the phases notfound (404), like, unlike, view, read and batch (20
+# ids): requests/s, and CPU ms per request of the workerd process tree over the
+# same window. Then cold starts (a fresh workerd's first answer to a read),
+# Redis scripts per request from INFO commandstats, the wasm's gzipped size,
+# and PASS/MISS per goal of issue 11. A MISS does not fail the run; a failed
+# request, an unexpected status, or a JS answer whose JSON shape differs from
+# the Rust worker's does. Bounded: BENCH_SECONDS (default 3) per phase plus a
+# one-second warm-up; about four minutes plus builds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
 
 connections="${BENCH_CONNECTIONS:-32}"
-seconds="${BENCH_SECONDS:-5}"
+seconds="${BENCH_SECONDS:-3}"
+cold_runs="${BENCH_COLD_RUNS:-3}"
 token="bench-gateway-token"
 secret="bench-jwt-secret"
+routes=(notfound like unlike view read batch)
+workers=(rust js minimal)
 
 cargo build --release --quiet -p tally-gateway --bin tally-gateway
 cargo build --release --quiet -p tally --example load_api
-# Rebuild the bundle only when it is missing or older than the sources.
-if [ ! -f build/index.js ] || [ -n "$(find src -newer build/index.js -print -quit)" ]; then
+# BENCH_RUST_BUNDLE measures another build of the Rust worker (its .wasm is
+# found beside it); by default build/, rebuilt when older than its sources.
+rust_bundle="${BENCH_RUST_BUNDLE:-$PWD/build/index.js}"
+if [ -z "${BENCH_RUST_BUNDLE:-}" ] && { [ ! -f build/index.js ] ||
+  [ -n "$(find src assets Cargo.toml Cargo.lock -newer build/index.js -print -quit)" ]; }; then
   bash scripts/build.sh
 fi
+rust_wasm="$(find "$(dirname "$rust_bundle")" -name '*.wasm' | head -1)"
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
-# Waits (at most 60 s) until something answers HTTP on the port; wrangler dev
-# takes several seconds.
+# Waits (at most 30 s) until something answers HTTP on the port.
 wait_http() {
-  local deadline=$((SECONDS + 60))
+  local deadline=$((SECONDS + 30))
   while [ "$SECONDS" -lt "$deadline" ]; do
     curl -s -o /dev/null --max-time 2 "http://127.0.0.1:$1/healthz" && return 0
     sleep 0.2
@@ -55,6 +68,14 @@ dir="$(mktemp -d)"
 trap cleanup EXIT
 set -m
 
+# The JavaScript workers, bundled as wrangler would (esbuild, ES module); the
+# JS worker takes the Rust worker's Lua scripts as text.
+esbuild_flags=(--bundle --format=esm --platform=neutral --main-fields=module,main
+  --conditions=workerd,worker,browser --loader:.lua=text --log-level=warning)
+node_modules/.bin/esbuild bench/js-worker/src/index.js "${esbuild_flags[@]}" --outfile="$dir/js.js"
+node_modules/.bin/esbuild bench/minimal-worker/src/index.js "${esbuild_flags[@]}" --outfile="$dir/minimal.js"
+declare -A bundle=([rust]="$rust_bundle" [js]="$dir/js.js" [minimal]="$dir/minimal.js")
+
 redis_port="$(free_port)"
 redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no \
   --dir "$dir" --loglevel warning >/dev/null &
@@ -66,96 +87,228 @@ target/release/tally-gateway --listen "127.0.0.1:$gateway_port" \
 pids+=($!)
 wait_http "$gateway_port"
 
-# The bundle is served with the deployed compatibility date, as the tests do.
-root="$PWD"
-bundle="$root/build/index.js"
+# The minimal worker's script, loaded once; it only ever sends EVALSHA.
+script_sha="$(jq -Rs '["SCRIPT", "LOAD", .]' gateway/examples/bench_like.lua |
+  curl -sf -H "Authorization: Bearer $token" --data-binary @- "http://127.0.0.1:$gateway_port/" |
+  jq -r .result)"
+
 date="$(sed -nE 's/^compatibility_date *= *"([^"]+)".*/\1/p' wrangler.toml)"
-printf 'name = "tally-bench"\nmain = "%s"\ncompatibility_date = "%s"\n' "$bundle" "$date" >"$dir/wrangler.toml"
-cat >"$dir/.dev.vars" <<EOF
+cat >"$dir/vars" <<EOF
 UPSTASH_REDIS_REST_URL=http://127.0.0.1:$gateway_port
 UPSTASH_REDIS_REST_TOKEN=$token
 TALLY_JWT_SECRET=$secret
 TALLY_API_KEY=bench-api-key
 RATE_LIMIT_PER_MINUTE=1000000000
+SCRIPT_SHA=$script_sha
 EOF
 
-echo "Worker API, $connections connections, ${seconds}s per phase after 1s warm-up, loopback"
+# `bench-api.sh --profile`: CPU profiles of one worker (BENCH_WORKER, default
+# rust) through workerd's inspector instead of the comparison (bench/profile.mjs).
+if [ "${1:-}" = --profile ]; then
+  node --experimental-websocket bench/profile.mjs "${bundle[${BENCH_WORKER:-rust}]}" "$dir/vars" \
+    "$date" "$PWD/build/profile/${BENCH_WORKER:-rust}" target/release/examples/load_api "$secret" \
+    "$connections" "$seconds" ${BENCH_PHASES:-notfound like view read batch}
+  exit
+fi
 
-# run_phases NAME PORT: prints one line per phase and keeps the figures. The
-# baseline runs before and after the others; their mean is what they are
-# compared with, so a machine that got busier or quieter meanwhile shows.
-declare -A rps failed
-run_phases() {
-  local line name phase
-  # A server that just started is still compiling and settling: a short,
-  # unmeasured pass first.
-  timeout 60 target/release/examples/load_api "http://127.0.0.1:$2" reads "$connections" 1 "$secret" \
-    >/dev/null || true
-  for name in healthz likes reads healthz_after; do
-    phase="${name%_after}"
-    line="$(timeout 60 target/release/examples/load_api "http://127.0.0.1:$2" "$phase" \
-      "$connections" "$seconds" "$secret" || true)"
-    [ -n "$line" ] || line="0 requests/s (no result, 1 failed)"
-    printf '   %-14s %s\n' "$name" "$line"
-    rps[$1.$name]="${line%% *}"
-    failed[$1.$name]="$(sed -E 's/.*, ([0-9]+) failed.*/\1/' <<<"$line")"
-  done
-  rps[$1.baseline]=$(((${rps[$1.healthz]} + ${rps[$1.healthz_after]}) / 2))
+# Scripts Redis ran for clients (EVAL/EVALSHA in any form; a pipeline of 20
+# counts 20): what Upstash bills, besides the commands inside them.
+scripts_run() {
+  redis-cli -p "$redis_port" INFO commandstats |
+    awk -F'[:=,]' '/^cmdstat_eval(sha)?(_ro)?:/ { n += $3 } END { print n + 0 }'
 }
 
-# Stops one server (its whole process group) before the next starts, so the
+# Starts WORKER's bundle; sets port (the URL's) and workerd (its process id).
+start() {
+  : >"$dir/serve.log"
+  node scripts/serve-bundle.mjs "${bundle[$1]}" 0 "$date" "$dir/vars" >"$dir/serve.log" 2>&1 </dev/null &
+  pids+=($!)
+  port=""
+  for _ in $(seq 300); do # 60 s at most
+    port="$(sed -nE 's|^serving .* at http://127\.0\.0\.1:([0-9]+)/$|\1|p' "$dir/serve.log")"
+    [ -n "$port" ] && break
+    kill -0 "${pids[-1]}" 2>/dev/null || break
+    sleep 0.2
+  done
+  [ -n "$port" ] || { cat "$dir/serve.log" >&2; exit 1; }
+  workerd="$(pgrep -g "${pids[-1]}" -x workerd | head -1 || true)"
+  [ -n "$workerd" ] || { echo "no workerd process under $1's server" >&2; exit 1; }
+}
+
+# Stops the last server (its whole process group) before the next starts, so
 # two never share the CPU.
 stop_last() {
   local pid="${pids[-1]}"
   kill -TERM -- "-$pid" 2>/dev/null || true
   for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   kill -KILL -- "-$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
 }
 
-echo "1/2 Miniflare API, no inspector (scripts/serve-bundle.mjs)"
-# Port 0: Miniflare binds a free port itself and prints it. The log exists
-# before the server starts, so the loop below can read it at once.
-: >"$dir/miniflare.log"
-node scripts/serve-bundle.mjs "$bundle" 0 "$date" "$dir/.dev.vars" >"$dir/miniflare.log" 2>&1 </dev/null &
-pids+=($!)
-miniflare_port=""
-for _ in $(seq 300); do # 60 s at most
-  miniflare_port="$(sed -nE 's|^serving .* at http://127\.0\.0\.1:([0-9]+)/$|\1|p' "$dir/miniflare.log")"
-  [ -n "$miniflare_port" ] && break
-  kill -0 "${pids[-1]}" 2>/dev/null || break
-  sleep 0.2
-done
-[ -n "$miniflare_port" ] || { cat "$dir/miniflare.log" >&2; exit 1; }
-run_phases miniflare "$miniflare_port"
-stop_last
+# An HS256 token for SUB, for the shape check.
+sign() {
+  node -e '
+    const { createHmac } = require("node:crypto");
+    const part = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+    const input = part({ alg: "HS256", typ: "JWT" }) + "." + part({ sub: process.argv[2], exp: Math.floor(Date.now() / 1000) + 600 });
+    console.log(input + "." + createHmac("sha256", process.argv[1]).update(input).digest("base64url"));
+  ' "$secret" "$1"
+}
 
-echo "2/2 wrangler dev"
-wrangler_port="$(free_port)"
-(cd "$dir" && XDG_CONFIG_HOME="$dir" exec "$root/node_modules/.bin/wrangler" dev \
-  --ip 127.0.0.1 --port "$wrangler_port" --inspector-port "$(free_port)" --log-level warn \
-  >"$dir/wrangler.log" 2>&1 </dev/null) &
-pids+=($!)
-wait_http "$wrangler_port" || { cat "$dir/wrangler.log" >&2; exit 1; }
-run_phases wrangler "$wrangler_port"
-stop_last
+# Writes, per route, the status and the JSON shape (every path and its type,
+# sorted: key order is not compared) of one answer from the server on $port.
+shapes() {
+  local auth="Authorization: Bearer $(sign "shape-$1")" out="$dir/shape.$1"
+  local base="http://127.0.0.1:$port" item="shape-$1"
+  : >"$out"
+  shape() {
+    local name="$1"
+    shift
+    curl -s --max-time 10 -o "$dir/body" -w '%{http_code}' "$@" | sed "s/^/$name /" >>"$out"
+    printf ' %s\n' "$(jq -c '[paths as $p | ($p | map(tostring) | join(".")) + ":" + (getpath($p) | type)] | sort' "$dir/body" 2>/dev/null || echo not-json)" >>"$out"
+  }
+  shape notfound "$base/bench/unknown"
+  shape like -X PUT -H "$auth" "$base/v1/items/$item/like"
+  shape unlike -X DELETE -H "$auth" "$base/v1/items/$item/like"
+  shape like_no_token -X PUT "$base/v1/items/$item/like"
+  shape view -X POST -H "$auth" "$base/v1/items/$item/views"
+  shape view_anonymous -X POST "$base/v1/items/$item/views"
+  shape read "$base/v1/items/$item"
+  shape read_with_token -H "$auth" "$base/v1/items/$item"
+  shape batch "$base/v1/items?ids=$item,shape-other"
+  shape bad_item "$base/v1/items/a%20b"
+  shape wrong_method -X POST "$base/v1/items/$item"
+}
+
+echo "Worker API: rust, js, minimal; $connections connections, ${seconds}s per phase after a 1s warm-up, loopback"
+# The machine's load, so a reader can tell a quiet run from a busy one.
+echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)"
+: >"$dir/results"
+session=0
+for worker in rust js minimal minimal js rust; do
+  session=$((session + 1))
+  start "$worker"
+  node_cpu_before="$(awk '{ print $14 + $15 }' "/proc/${pids[-1]}/stat")"
+  # A server that just started is still compiling and settling: a short,
+  # unmeasured pass first.
+  timeout 60 target/release/examples/load_api "http://127.0.0.1:$port" read "$connections" 1 \
+    "$secret" "warm$session" >/dev/null || true
+  if [ "$worker" != minimal ] && [ ! -f "$dir/shape.$worker" ]; then
+    shapes "$worker"
+  fi
+  printf '%d/6 %-8s' "$session" "$worker"
+  for route in "${routes[@]}"; do
+    before="$(scripts_run)"
+    status=0
+    line="$(timeout 60 target/release/examples/load_api "http://127.0.0.1:$port" "$route" \
+      "$connections" "$seconds" "$secret" "$worker$session" "$workerd")" || status=$?
+    after="$(scripts_run)"
+    [ -n "$line" ] || line="requests=0 seconds=0 rps=0 failed=1 marked=0 total=0 cpu_ms=0 first_status=0"
+    echo "worker=$worker session=$session route=$route scripts=$((after - before)) exit=$status $line" >>"$dir/results"
+    printf ' %s %s' "$route" "$(awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+      printf "%s/%.2f", f["rps"], (f["requests"] > 0 ? f["cpu_ms"] / f["requests"] : 0) }' <<<"$line")"
+  done
+  node_cpu_after="$(awk '{ print $14 + $15 }' "/proc/${pids[-1]}/stat")"
+  printf ' (req/s / CPU ms per request; Miniflare node process: %d ms CPU)\n' $(((node_cpu_after - node_cpu_before) * 10))
+  stop_last
+done
+
+echo "Cold start: a fresh workerd's first answer to GET /v1/items/cold-N (reads Redis), $cold_runs runs each"
+for run in $(seq "$cold_runs"); do
+  for worker in "${workers[@]}"; do
+    line="$(timeout 60 node scripts/serve-bundle.mjs "${bundle[$worker]}" 0 "$date" "$dir/vars" \
+      --cold "/v1/items/cold-$run" </dev/null 2>&1 | tail -1 || true)"
+    echo "worker=$worker run=$run $line" >>"$dir/cold"
+    printf '  %-8s %s\n' "$worker" "$line"
+  done
+done
+
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+wasm_raw="$(wc -c <"$rust_wasm")"
+wasm_gzip="$(gzip -9 -c "$rust_wasm" | wc -c)"
+js_raw="$(wc -c <"$dir/js.js")"
+js_gzip="$(gzip -9 -c "$dir/js.js" | wc -c)"
 
 echo
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a" }'; }
-row='%-16s %16s %7s %19s %7s %25s\n'
-printf "$row" phase "Miniflare req/s" failed "wrangler dev req/s" failed "wrangler dev / Miniflare"
-total_failed=0
-for name in healthz healthz_after baseline likes reads; do
-  printf "$row" "$name" "${rps[miniflare.$name]}" "${failed[miniflare.$name]:-}" \
-    "${rps[wrangler.$name]}" "${failed[wrangler.$name]:-}" \
-    "$(ratio "${rps[wrangler.$name]}" "${rps[miniflare.$name]}")"
-  total_failed=$((total_failed + ${failed[miniflare.$name]:-0} + ${failed[wrangler.$name]:-0}))
-done
-for name in likes reads; do
-  printf '%-16s %16s %7s %19s\n' "$name / baseline" \
-    "$(ratio "${rps[miniflare.$name]}" "${rps[miniflare.baseline]}")" "" \
-    "$(ratio "${rps[wrangler.$name]}" "${rps[wrangler.baseline]}")"
-done
-if [ "$total_failed" -ne 0 ]; then
-  echo "FAILED: $total_failed requests failed or were not 2xx; the figures above mean nothing" >&2
-  exit 1
-fi
+awk -v wasm_raw="$wasm_raw" -v wasm_gzip="$wasm_gzip" -v js_raw="$js_raw" -v js_gzip="$js_gzip" \
+  -v cold_file="$dir/cold" -v shape_rust="$dir/shape.rust" -v shape_js="$dir/shape.js" '
+function field(name,   i, kv) {
+  for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) return kv[2] }
+  return ""
+}
+function ratio(a, b) { return b > 0 ? a / b : 0 }
+function verdict(ok) { return ok ? "PASS" : "MISS" }
+# The median of x[1..n] (mawk has no asort): an insertion sort first.
+function median(x, n,   i, j, t) {
+  for (i = 2; i <= n; i++) { t = x[i]; for (j = i - 1; j >= 1 && x[j] > t; j--) x[j + 1] = x[j]; x[j + 1] = t }
+  return x[int((n + 1) / 2)]
+}
+{
+  k = field("worker") SUBSEP field("route")
+  req[k] += field("requests"); sec[k] += field("seconds"); cpu[k] += field("cpu_ms")
+  marked[k] += field("total_marked"); total[k] += field("total"); scripts[k] += field("scripts")
+  failed[k] += field("failed")
+  if (field("failed") > 0 || field("exit") != 0 || field("total") == 0) errors = errors sprintf("  %s %s session %s: %s failed, %s answered, first unexpected status %s, exit %s\n", field("worker"), field("route"), field("session"), field("failed"), field("total"), field("first_status"), field("exit"))
+}
+END {
+  split("notfound like unlike view read batch", routes, " ")
+  split("rust js minimal", workers, " ")
+  printf "%-9s %8s %8s %8s | %9s %9s %9s | %8s %9s | %s\n", "route", "rust", "js", "minimal", "rust", "js", "minimal", "rust/js", "rust CPU/", "scripts/request"
+  printf "%-9s %8s %8s %8s | %9s %9s %9s | %8s %9s | %s\n", "", "req/s", "req/s", "req/s", "CPU ms/req", "CPU ms/req", "CPU ms/req", "req/s", "min CPU", "rust js minimal; writes"
+  for (r = 1; r <= 6; r++) {
+    route = routes[r]
+    for (w = 1; w <= 3; w++) {
+      k = workers[w] SUBSEP route
+      rps[workers[w]] = ratio(req[k], sec[k]); ms[workers[w]] = ratio(cpu[k], req[k])
+      per[workers[w]] = ratio(scripts[k], total[k])
+    }
+    kr = "rust" SUBSEP route; kj = "js" SUBSEP route
+    writes = ""
+    if (route == "like" || route == "unlike" || route == "view")
+      writes = sprintf("; %.0f%% %.0f%% wrote", 100 * ratio(marked[kr], total[kr]), 100 * ratio(marked[kj], total[kj]))
+    printf "%-9s %8.0f %8.0f %8.0f | %9.3f %9.3f %9.3f | %7.2fx %8.2fx | %.2f %.2f %.2f%s\n", route,
+      rps["rust"], rps["js"], rps["minimal"], ms["rust"], ms["js"], ms["minimal"],
+      ratio(rps["rust"], rps["js"]), ratio(ms["rust"], ms["minimal"]),
+      per["rust"], per["js"], per["minimal"], writes
+    speed[route] = ratio(rps["rust"], rps["js"]); cpu_vs_min[route] = ratio(ms["rust"], ms["minimal"])
+    if (route == "view") { view_scripts = ratio(scripts[kr], marked[kr]); js_view_scripts = ratio(scripts[kj], marked[kj]) }
+  }
+  while ((getline line < cold_file) > 0) {
+    n = split(line, f, " ")
+    for (i = 1; i <= n; i++) { split(f[i], kv, "="); v[kv[1]] = kv[2] }
+    if (v["first_ms"] == "") { errors = errors "  cold start of " v["worker"] ": " line "\n"; continue }
+    cold[v["worker"], ++runs[v["worker"]]] = v["ready_ms"] + v["first_ms"]
+    first[v["worker"], runs[v["worker"]]] = v["first_ms"]
+    delete v
+  }
+  print ""
+  print "Cold start (median): spawn to first answer = workerd ready + first request"
+  for (w = 1; w <= 3; w++) {
+    name = workers[w]; n = runs[name]
+    if (n == 0) continue
+    for (i = 1; i <= n; i++) { a[i] = cold[name, i]; b[i] = first[name, i] }
+    median_total[name] = median(a, n); median_first[name] = median(b, n)
+    printf "  %-8s %7.0f ms   (first request after ready: %.0f ms)\n", name, median_total[name], median_first[name]
+  }
+  printf "wasm: %d bytes raw, %d bytes gzipped (%.0f KiB); JS worker bundle: %d bytes raw, %d gzipped\n", wasm_raw, wasm_gzip, wasm_gzip / 1024, js_raw, js_gzip
+
+  print ""
+  print "Goals (issue 11), ratios from this run:"
+  split("like unlike view read batch", redis_routes, " ")
+  for (r = 1; r <= 5; r++)
+    printf "  %s  %-6s rust req/s / js req/s      %5.2fx (goal >= 1.2x)\n", verdict(speed[redis_routes[r]] >= 1.2), redis_routes[r], speed[redis_routes[r]]
+  printf "  %s  like   rust CPU / minimal CPU    %5.2fx (goal <= 1.25x)\n", verdict(cpu_vs_min["like"] > 0 && cpu_vs_min["like"] <= 1.25), cpu_vs_min["like"]
+  printf "  %s  view   rust CPU / minimal CPU    %5.2fx (goal <= 1.25x)\n", verdict(cpu_vs_min["view"] > 0 && cpu_vs_min["view"] <= 1.25), cpu_vs_min["view"]
+  printf "  %s  404    rust CPU / minimal CPU    %5.2fx (goal <= 1.1x)\n", verdict(cpu_vs_min["notfound"] > 0 && cpu_vs_min["notfound"] <= 1.1), cpu_vs_min["notfound"]
+  printf "  %s  wasm gzipped                  %6.0f KiB (goal <= 150 KiB)\n", verdict(wasm_gzip <= 150 * 1024), wasm_gzip / 1024
+  printf "  %s  scripts per counted view (rust) %5.2f (goal 1)\n", verdict(view_scripts > 0 && view_scripts <= 1.01), view_scripts
+  printf "  info  scripts per counted view (js)   %5.2f\n", js_view_scripts
+  printf "  info  cold start rust / js          %5.2fx (%.0f ms vs %.0f ms)\n", ratio(median_total["rust"], median_total["js"]), median_total["rust"], median_total["js"]
+
+  while ((getline line < shape_rust) > 0) rust_shape[++nr] = line
+  while ((getline line < shape_js) > 0) js_shape[++nj] = line
+  for (i = 1; i <= nr || i <= nj; i++)
+    if (rust_shape[i] != js_shape[i]) errors = errors "  JSON shape differs:\n    rust " rust_shape[i] "\n    js   " js_shape[i] "\n"
+  if (nr == 0) errors = errors "  no shape check ran\n"
+  if (errors != "") { printf "\nFAILED: the figures above mean nothing:\n%s", errors > "/dev/stderr"; exit 1 }
+}' "$dir/results"

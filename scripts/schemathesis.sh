@@ -62,6 +62,8 @@ else
     echo 'name = "tally-fuzz"'
     echo "main = \"$PWD/build/index.js\""
     grep '^compatibility_date' wrangler.toml
+    # The static files (/openapi.json among them), served as deployed.
+    printf '[assets]\ndirectory = "%s"\nbinding = "ASSETS"\n' "$PWD/assets"
   } >"$work/worker/wrangler.toml"
   cat >"$work/worker/.dev.vars" <<VARS
 UPSTASH_REDIS_REST_URL=http://127.0.0.1:$gateway_port

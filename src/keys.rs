@@ -5,7 +5,7 @@
 //! Rate-limit, idempotency and trending keys are outside any item's tag; a write
 //! script takes the writer's rate-limit key (and a view its idempotency record)
 //! next to the item's keys, which needs a single-shard Redis (Upstash, one
-//! `redis-server`), as the README says.
+//! `redis-server`), as docs/data-model.md says.
 
 use crate::item::{CounterName, ItemId};
 

@@ -6,13 +6,15 @@
 //!   - [`item`]: item ids and custom counter names, validated;
 //!   - [`keys`]: every Redis key name, under one prefix;
 //!   - [`scripts`]: the Lua scripts and their SHA1s;
-//!   - [`rest`]: the Upstash REST protocol client (`reqwest`, the same code in wasm);
+//!   - [`rest`]: the Upstash REST protocol client, over a [`rest::Transport`]
+//!     (`reqwest` natively, the runtime's `fetch` in the worker);
 //!   - [`engine`]: the counting engine — likes, views, counters, reads — over [`rest`];
 //!   - [`token`]: HS256 identity tokens, verified and minted;
 //!   - [`viewer`]: anonymous viewer ids (a keyed daily hash) and bot detection;
 //!   - [`badge`]: README badges — count formatting, text widths, the SVG;
 //!   - [`metrics`]: the worker's metrics, counted per isolate, summed in Redis, rendered as OpenMetrics;
-//! - [`edge`] (wasm32 only): the HTTP edge — entry point, router, handlers, config.
+//! - [`edge`] (wasm32 only): the HTTP edge — entry point, router, handlers, config,
+//!   the `fetch` transport. The static files are Workers Static Assets (`assets/`).
 
 // No unwrap()/expect() in serving code; tests may panic on setup failures.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]

@@ -4,7 +4,7 @@
 //! A worker isolate is short-lived and there are many, so no isolate's memory can
 //! hold the figures. Each isolate counts into a [`Metrics`] delta; after a response
 //! the edge seals the delta into a numbered [`Batch`] and adds it to the shared hash
-//! with [`FLUSH_SCRIPT`] (one round trip, off the response path, via `wait_until`).
+//! with [`FLUSH`] (one round trip, off the response path, via `wait_until`).
 //! The script applies a batch only when its sequence number is above the last one
 //! seen from that isolate, so a batch whose answer was lost can be sent again
 //! without counting twice. `GET /metrics` sends the isolate's own pending batch
@@ -14,13 +14,9 @@
 //! vocabulary (route patterns, never raw paths; a fixed list of outcomes), so the
 //! number of series stays bounded and no item id reaches a label.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::time::Duration;
-
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric as _, NoLabelSet};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::registry::{Registry, Unit};
 
 use crate::rest::RestError;
 use crate::scripts::Script;
@@ -104,6 +100,16 @@ impl Outcome {
             Some(RestError::Status(_)) => Outcome::HttpStatus,
             Some(RestError::Decode(_)) => Outcome::Decode,
         }
+    }
+
+    /// The outcome a label value names.
+    pub fn parse(label: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == label)
+    }
+
+    /// The outcome's place in [`Outcome::ALL`] (a counter slot).
+    fn index(self) -> usize {
+        self as usize
     }
 
     /// The label value.
@@ -210,13 +216,176 @@ const FAMILIES: [Family; 10] = [
     },
 ];
 
+/// Route slots: one per [`ROUTES`] entry, then [`UNMATCHED_ROUTE`].
+const ROUTE_SLOTS: usize = ROUTES.len() + 1;
+/// Bucket slots of a histogram: one per [`LATENCY_BUCKETS_MS`] bound, then `+Inf`.
+const BUCKET_SLOTS: usize = LATENCY_BUCKETS_MS.len() + 1;
+/// The `like` / `unlike` label values, by slot.
+const ACTIONS: [&str; 2] = ["like", "unlike"];
+
+/// Each bucket's hash-field part, `b<bound in ms>`, as [`LATENCY_BUCKETS_MS`].
+const BUCKET_FIELDS: [&str; 33] = [
+    "b1", "b1.5", "b2", "b2.5", "b3", "b4", "b5", "b6", "b8", "b10", "b12", "b15", "b20", "b25",
+    "b30", "b40", "b50", "b60", "b80", "b100", "b120", "b150", "b200", "b250", "b300", "b400",
+    "b500", "b600", "b800", "b1000", "b1200", "b1500", "b2000",
+];
+
+/// Each bucket's `le` label in the exposition, in seconds, as [`LATENCY_BUCKETS_MS`].
+const BUCKET_BOUNDS: [&str; 33] = [
+    "0.001", "0.0015", "0.002", "0.0025", "0.003", "0.004", "0.005", "0.006", "0.008", "0.01",
+    "0.012", "0.015", "0.02", "0.025", "0.03", "0.04", "0.05", "0.06", "0.08", "0.1", "0.12",
+    "0.15", "0.2", "0.25", "0.3", "0.4", "0.5", "0.6", "0.8", "1.0", "1.2", "1.5", "2.0",
+];
+
+/// A latency histogram: a count per bucket (not cumulative), the sum in
+/// microseconds and the number of observations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Histogram {
+    buckets: [u64; BUCKET_SLOTS],
+    sum_micros: u64,
+    count: u64,
+}
+
+impl Histogram {
+    const EMPTY: Histogram = Histogram {
+        buckets: [0; BUCKET_SLOTS],
+        sum_micros: 0,
+        count: 0,
+    };
+
+    fn observe(&mut self, took: Duration) {
+        let ms = took.as_secs_f64() * 1000.0;
+        let slot = LATENCY_BUCKETS_MS
+            .iter()
+            .position(|bound| ms <= *bound)
+            .unwrap_or(LATENCY_BUCKETS_MS.len());
+        self.buckets[slot] += 1;
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros = self.sum_micros.saturating_add(micros);
+        // The count is kept apart from the buckets so an observation of 0 µs still counts.
+        self.count += 1;
+    }
+
+    fn is_empty(&self) -> bool {
+        *self == Histogram::EMPTY
+    }
+
+    /// The slot a hash-field part (`b<ms>`, `binf`) names; `sum` and `count` are not slots.
+    fn slot(part: &str) -> Option<usize> {
+        if part == "binf" {
+            return Some(LATENCY_BUCKETS_MS.len());
+        }
+        BUCKET_FIELDS.iter().position(|field| *field == part)
+    }
+
+    fn is_part(part: &str) -> bool {
+        part == "sum" || part == "count" || Histogram::slot(part).is_some()
+    }
+
+    /// Adds `n` to one hash-field part; false for a part that does not exist.
+    fn add_part(&mut self, part: &str, n: u64) -> bool {
+        let target = match part {
+            "sum" => &mut self.sum_micros,
+            "count" => &mut self.count,
+            _ => match Histogram::slot(part) {
+                Some(slot) => &mut self.buckets[slot],
+                None => return false,
+            },
+        };
+        *target = target.saturating_add(n);
+        true
+    }
+
+    /// Appends the `prefix|part, count` pairs of every part that is not 0.
+    fn push_args(&self, prefix: &str, args: &mut Vec<String>) {
+        for (slot, n) in self.buckets.iter().enumerate() {
+            let part = BUCKET_FIELDS.get(slot).copied().unwrap_or("binf");
+            push_arg(args, format!("{prefix}|{part}"), *n);
+        }
+        push_arg(args, format!("{prefix}|sum"), self.sum_micros);
+        push_arg(args, format!("{prefix}|count"), self.count);
+    }
+
+    /// Writes the `_sum`, `_count` and cumulative `_bucket` samples of one series.
+    fn render(&self, name: &str, labels: &str, out: &mut String) {
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", seconds(self.sum_micros));
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+        let mut cumulative = 0;
+        for (slot, n) in self.buckets.iter().enumerate() {
+            cumulative += n;
+            let le = BUCKET_BOUNDS.get(slot).copied().unwrap_or("+Inf");
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\",{labels}}} {cumulative}");
+        }
+    }
+}
+
+/// Microseconds as decimal seconds, exactly (`2.507`, `0.0`).
+fn seconds(micros: u64) -> String {
+    let (whole, fraction) = (micros / 1_000_000, micros % 1_000_000);
+    if fraction == 0 {
+        return format!("{whole}.0");
+    }
+    let digits = format!("{fraction:06}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+fn push_arg(args: &mut Vec<String>, field: String, n: u64) {
+    if n > 0 {
+        args.push(field);
+        args.push(n.to_string());
+    }
+}
+
+/// One (command, script) pair's round trips.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RoundTrips {
+    command: String,
+    script: String,
+    /// By [`Outcome::index`].
+    outcomes: [u64; Outcome::ALL.len()],
+    duration: Histogram,
+}
+
 /// Counts of one isolate (a delta to add), or of all of them (read back).
 ///
-/// Keys are hash fields, values are counts; a histogram is one field per bucket
-/// (`b<upper bound in ms>`, `binf`) plus `sum` in microseconds.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Plain counters at fixed places: arrays indexed by route, outcome and bucket,
+/// and two small sorted tables (route × method × status, and command × script)
+/// that stop growing once the isolate has seen its few combinations, so
+/// counting a request allocates nothing. Hash fields (`<family>|<labels>`) are
+/// built only when a batch is flushed, and text only when `/metrics` renders.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Metrics {
-    fields: BTreeMap<String, u64>,
+    /// `((route slot, method slot, status), requests)`, sorted by key.
+    requests: Vec<((u8, u8, u16), u64)>,
+    /// By route slot.
+    request_durations: [Histogram; ROUTE_SLOTS],
+    /// `429`s by route slot.
+    rate_limited: [u64; ROUTE_SLOTS],
+    /// Sorted by (command, script).
+    round_trips: Vec<RoundTrips>,
+    noscript: u64,
+    /// By [`Outcome::index`]; only backend failures are counted.
+    failures: [u64; Outcome::ALL.len()],
+    dedupe: u64,
+    views: u64,
+    /// By [`ACTIONS`] slot.
+    likes: [u64; ACTIONS.len()],
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            requests: Vec::new(),
+            request_durations: [Histogram::EMPTY; ROUTE_SLOTS],
+            rate_limited: [0; ROUTE_SLOTS],
+            round_trips: Vec::new(),
+            noscript: 0,
+            failures: [0; Outcome::ALL.len()],
+            dedupe: 0,
+            views: 0,
+            likes: [0; ACTIONS.len()],
+        }
+    }
 }
 
 impl Metrics {
@@ -227,36 +396,27 @@ impl Metrics {
 
     /// True when nothing was counted.
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
-    }
-
-    fn add(&mut self, field: String, by: u64) {
-        if by > 0 {
-            *self.fields.entry(field).or_insert(0) += by;
-        }
-    }
-
-    fn observe(&mut self, prefix: String, took: Duration) {
-        let ms = took.as_secs_f64() * 1000.0;
-        let bucket = LATENCY_BUCKETS_MS
-            .iter()
-            .find(|bound| ms <= **bound)
-            .map_or_else(|| "binf".to_owned(), |bound| format!("b{bound}"));
-        self.add(format!("{prefix}|{bucket}"), 1);
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.add(format!("{prefix}|sum"), micros);
-        // The count is kept apart from the buckets so an observation of 0 µs still counts.
-        self.add(format!("{prefix}|count"), 1);
+        *self == Metrics::default()
     }
 
     /// A request answered: `route` is one of [`ROUTES`] (anything else counts as
     /// [`UNMATCHED_ROUTE`]).
     pub fn request(&mut self, route: &str, method: &str, status: u16, took: Duration) {
-        let (route, method) = (known_route(route), method_label(method));
-        self.add(format!("req|{route}|{method}|{status}"), 1);
-        self.observe(format!("reqdur|{route}"), took);
+        let route = route_slot(route).unwrap_or(ROUTES.len());
+        let method = method_slot(method).unwrap_or(METHODS.len());
+        self.add_requests(route, method, status, 1);
+        self.request_durations[route].observe(took);
         if status == 429 {
-            self.add(format!("rl|{route}"), 1);
+            self.rate_limited[route] += 1;
+        }
+    }
+
+    fn add_requests(&mut self, route: usize, method: usize, status: u16, n: u64) {
+        // Slots are below 16: they fit a u8.
+        let key = (route as u8, method as u8, status);
+        match self.requests.binary_search_by_key(&key, |(k, _)| *k) {
+            Ok(at) => self.requests[at].1 = self.requests[at].1.saturating_add(n),
+            Err(at) => self.requests.insert(at, (key, n)),
         }
     }
 
@@ -270,48 +430,102 @@ impl Metrics {
         took: Duration,
     ) {
         let command = command_label(command);
-        let script = script_label(script);
-        self.add(format!("rt|{command}|{script}|{}", outcome.as_str()), 1);
-        self.observe(format!("rtdur|{command}|{script}"), took);
+        let series = self.round_trips_of(&command, script_label(script));
+        series.outcomes[outcome.index()] += 1;
+        series.duration.observe(took);
         if outcome.is_backend_failure() {
-            self.add(format!("fail|{}", outcome.as_str()), 1);
+            self.failures[outcome.index()] += 1;
         }
+    }
+
+    /// The series of one (command, script) pair, added on first use.
+    fn round_trips_of(&mut self, command: &str, script: &str) -> &mut RoundTrips {
+        let at = match self
+            .round_trips
+            .binary_search_by(|s| (s.command.as_str(), s.script.as_str()).cmp(&(command, script)))
+        {
+            Ok(at) => at,
+            Err(at) => {
+                let series = RoundTrips {
+                    command: command.to_owned(),
+                    script: script.to_owned(),
+                    outcomes: [0; Outcome::ALL.len()],
+                    duration: Histogram::EMPTY,
+                };
+                self.round_trips.insert(at, series);
+                at
+            }
+        };
+        &mut self.round_trips[at]
     }
 
     /// An EVALSHA answered NOSCRIPT and was sent again as EVAL.
     pub fn noscript_fallback(&mut self) {
-        self.add("noscript".to_owned(), 1);
+        self.noscript += 1;
     }
 
     /// A view was answered: counted, or not (a dedupe hit or a bot).
     pub fn view(&mut self, counted: bool) {
-        self.add(if counted { "views" } else { "dedupe" }.to_owned(), 1);
+        if counted {
+            self.views += 1;
+        } else {
+            self.dedupe += 1;
+        }
     }
 
     /// A like or unlike that changed the state.
     pub fn like_changed(&mut self, liked: bool) {
-        let action = if liked { "like" } else { "unlike" };
-        self.add(format!("likes|{action}"), 1);
+        self.likes[usize::from(!liked)] += 1;
     }
 
-    /// Adds every count of `other` to this one.
-    pub fn merge(&mut self, other: &Metrics) {
-        for (field, count) in &other.fields {
-            self.add(field.clone(), *count);
-        }
-    }
-
-    /// The count of one raw field, for tests and diagnostics.
+    /// The count of one raw hash field, for tests and diagnostics.
     pub fn get(&self, field: &str) -> u64 {
-        self.fields.get(field).copied().unwrap_or(0)
+        self.to_args()
+            .chunks_exact(2)
+            .find(|pair| pair[0] == field)
+            .and_then(|pair| pair[1].parse().ok())
+            .unwrap_or(0)
     }
 
-    /// The flush script's ARGV tail: `field, count` pairs.
+    /// The flush script's ARGV tail: `field, count` pairs, for every count that is not 0.
     pub fn to_args(&self) -> Vec<String> {
-        self.fields
-            .iter()
-            .flat_map(|(field, count)| [field.clone(), count.to_string()])
-            .collect()
+        let mut args = Vec::new();
+        for ((route, method, status), n) in &self.requests {
+            let (route, method) = (
+                route_name(usize::from(*route)),
+                method_name(usize::from(*method)),
+            );
+            push_arg(&mut args, format!("req|{route}|{method}|{status}"), *n);
+        }
+        for (slot, histogram) in self.request_durations.iter().enumerate() {
+            histogram.push_args(&format!("reqdur|{}", route_name(slot)), &mut args);
+        }
+        for series in &self.round_trips {
+            for (outcome, n) in Outcome::ALL.iter().zip(series.outcomes) {
+                let field = format!(
+                    "rt|{}|{}|{}",
+                    series.command,
+                    series.script,
+                    outcome.as_str()
+                );
+                push_arg(&mut args, field, n);
+            }
+            let prefix = format!("rtdur|{}|{}", series.command, series.script);
+            series.duration.push_args(&prefix, &mut args);
+        }
+        push_arg(&mut args, "noscript".to_owned(), self.noscript);
+        for (outcome, n) in Outcome::ALL.iter().zip(self.failures) {
+            push_arg(&mut args, format!("fail|{}", outcome.as_str()), n);
+        }
+        for (slot, n) in self.rate_limited.iter().enumerate() {
+            push_arg(&mut args, format!("rl|{}", route_name(slot)), *n);
+        }
+        push_arg(&mut args, "dedupe".to_owned(), self.dedupe);
+        push_arg(&mut args, "views".to_owned(), self.views);
+        for (action, n) in ACTIONS.iter().zip(self.likes) {
+            push_arg(&mut args, format!("likes|{action}"), n);
+        }
+        args
     }
 
     /// Reads an `HGETALL` answer (a flat array `[field, value, ...]`). Fields of
@@ -325,40 +539,235 @@ impl Metrics {
             let (Some(field), Some(value)) = (pair[0].as_str(), pair[1].as_str()) else {
                 continue;
             };
-            if let (Ok(count), true) = (value.parse::<u64>(), is_known_field(field)) {
-                metrics.add(field.to_owned(), count);
+            if let Ok(count) = value.parse::<u64>() {
+                metrics.add_field(field, count);
             }
         }
         metrics
     }
 
+    /// Adds `n` to the count a hash field names; false (and nothing added) for
+    /// a field of an unknown family, label or histogram part.
+    fn add_field(&mut self, field: &str, n: u64) -> bool {
+        let parts: Vec<&str> = field.split('|').collect();
+        let counter = match parts.as_slice() {
+            ["req", route, method, status] => {
+                let (Some(route), Some(method), Some(status)) = (
+                    route_label_slot(route),
+                    method_label_slot(method),
+                    status_code(status),
+                ) else {
+                    return false;
+                };
+                if n > 0 {
+                    self.add_requests(route, method, status, n);
+                }
+                return true;
+            }
+            ["reqdur", route, part] => {
+                return route_label_slot(route)
+                    .is_some_and(|slot| self.request_durations[slot].add_part(part, n));
+            }
+            ["rt", command, script, outcome] => {
+                let Some(outcome) = Outcome::parse(outcome) else {
+                    return false;
+                };
+                if !is_round_trip_label(command, script) {
+                    return false;
+                }
+                if n > 0 {
+                    let series = self.round_trips_of(command, script);
+                    series.outcomes[outcome.index()] =
+                        series.outcomes[outcome.index()].saturating_add(n);
+                }
+                return true;
+            }
+            ["rtdur", command, script, part] => {
+                if !is_round_trip_label(command, script) || !Histogram::is_part(part) {
+                    return false;
+                }
+                if n > 0 {
+                    self.round_trips_of(command, script)
+                        .duration
+                        .add_part(part, n);
+                }
+                return true;
+            }
+            ["noscript"] => &mut self.noscript,
+            ["fail", reason] => match Outcome::parse(reason) {
+                Some(outcome) => &mut self.failures[outcome.index()],
+                None => return false,
+            },
+            ["rl", route] => match route_label_slot(route) {
+                Some(slot) => &mut self.rate_limited[slot],
+                None => return false,
+            },
+            ["dedupe"] => &mut self.dedupe,
+            ["views"] => &mut self.views,
+            ["likes", action] => match ACTIONS.iter().position(|a| a == action) {
+                Some(slot) => &mut self.likes[slot],
+                None => return false,
+            },
+            _ => return false,
+        };
+        *counter = counter.saturating_add(n);
+        true
+    }
+
     /// The OpenMetrics text exposition of these counts, ending in `# EOF`.
     pub fn render(&self) -> String {
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(Exposition(self.clone())));
-        let mut text = String::new();
-        // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
-        text
+        let mut out = String::with_capacity(8 * 1024);
+        for family in &FAMILIES {
+            let name = describe(family, &mut out);
+            let labels = |values: &[&str]| label_set(family, values);
+            match family.tag {
+                "req" => {
+                    for ((route, method, status), n) in &self.requests {
+                        let route = route_name(usize::from(*route));
+                        let method = method_name(usize::from(*method));
+                        let status = status.to_string();
+                        counter(&name, &labels(&[route, method, &status]), *n, &mut out);
+                    }
+                }
+                "reqdur" => {
+                    for (slot, histogram) in self.request_durations.iter().enumerate() {
+                        if !histogram.is_empty() {
+                            let route = route_name(slot);
+                            histogram.render(&name, &labels(&[route]), &mut out);
+                        }
+                    }
+                }
+                "rt" => {
+                    for series in &self.round_trips {
+                        for (outcome, n) in Outcome::ALL.iter().zip(series.outcomes) {
+                            if n > 0 {
+                                let values = [&*series.command, &series.script, outcome.as_str()];
+                                counter(&name, &labels(&values), n, &mut out);
+                            }
+                        }
+                    }
+                }
+                "rtdur" => {
+                    for series in &self.round_trips {
+                        if !series.duration.is_empty() {
+                            let values = [&*series.command, &series.script];
+                            series.duration.render(&name, &labels(&values), &mut out);
+                        }
+                    }
+                }
+                "noscript" => total(&name, self.noscript, &mut out),
+                "fail" => {
+                    for (outcome, n) in Outcome::ALL.iter().zip(self.failures) {
+                        if n > 0 {
+                            counter(&name, &labels(&[outcome.as_str()]), n, &mut out);
+                        }
+                    }
+                }
+                "rl" => {
+                    for (slot, n) in self.rate_limited.iter().enumerate() {
+                        if *n > 0 {
+                            counter(&name, &labels(&[route_name(slot)]), *n, &mut out);
+                        }
+                    }
+                }
+                "dedupe" => total(&name, self.dedupe, &mut out),
+                "views" => total(&name, self.views, &mut out),
+                "likes" => {
+                    for (action, n) in ACTIONS.iter().zip(self.likes) {
+                        if n > 0 {
+                            counter(&name, &labels(&[action]), n, &mut out);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.push_str("# EOF\n");
+        out
     }
 }
 
-fn known_route(route: &str) -> &'static str {
-    ROUTES
-        .iter()
-        .copied()
-        .find(|r| *r == route)
-        .unwrap_or(UNMATCHED_ROUTE)
+/// Writes a family's `# HELP`, `# TYPE` (and `# UNIT`) lines; answers its full name.
+fn describe(family: &Family, out: &mut String) -> String {
+    let (name, kind) = if family.histogram {
+        (format!("{}_seconds", family.name), "histogram")
+    } else {
+        (family.name.to_owned(), "counter")
+    };
+    let _ = writeln!(out, "# HELP {name} {}", family.help);
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    if family.histogram {
+        let _ = writeln!(out, "# UNIT {name} seconds");
+    }
+    name
 }
 
-/// A command name as a label: upper-case letters only, at most 16, else `OTHER`.
-fn command_label(command: &str) -> String {
-    let upper = command.to_ascii_uppercase();
-    if (1..=16).contains(&upper.len()) && upper.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
-    {
-        upper
+/// `name="value",...` for a family's label names and these values. Values come
+/// from closed vocabularies (route patterns, upper-case commands, lower-case
+/// scripts), so none needs escaping.
+fn label_set(family: &Family, values: &[&str]) -> String {
+    let mut set = String::new();
+    for (name, value) in family.labels.iter().zip(values) {
+        if !set.is_empty() {
+            set.push(',');
+        }
+        let _ = write!(set, "{name}=\"{value}\"");
+    }
+    set
+}
+
+fn counter(name: &str, labels: &str, n: u64, out: &mut String) {
+    let _ = writeln!(out, "{name}_total{{{labels}}} {n}");
+}
+
+fn total(name: &str, n: u64, out: &mut String) {
+    let _ = writeln!(out, "{name}_total {n}");
+}
+
+/// The slot of a route pattern of [`ROUTES`].
+fn route_slot(route: &str) -> Option<usize> {
+    ROUTES.iter().position(|r| *r == route)
+}
+
+/// The slot of a route label as read back: a pattern, or [`UNMATCHED_ROUTE`].
+fn route_label_slot(label: &str) -> Option<usize> {
+    route_slot(label).or((label == UNMATCHED_ROUTE).then_some(ROUTES.len()))
+}
+
+fn route_name(slot: usize) -> &'static str {
+    ROUTES.get(slot).copied().unwrap_or(UNMATCHED_ROUTE)
+}
+
+fn method_slot(method: &str) -> Option<usize> {
+    METHODS.iter().position(|m| *m == method)
+}
+
+/// The slot of a method label as read back: a standard method, or `OTHER`.
+fn method_label_slot(label: &str) -> Option<usize> {
+    method_slot(label).or((label == "OTHER").then_some(METHODS.len()))
+}
+
+fn method_name(slot: usize) -> &'static str {
+    METHODS.get(slot).copied().unwrap_or("OTHER")
+}
+
+/// A status label: exactly three digits.
+fn status_code(label: &str) -> Option<u16> {
+    (label.len() == 3 && label.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| label.parse().ok())
+        .flatten()
+}
+
+/// A command name as a label: upper-case letters and `_`, at most 16, else `OTHER`.
+/// Borrows when the name already is its label (every command the engine sends).
+fn command_label(command: &str) -> Cow<'_, str> {
+    let valid = |b: u8| b.is_ascii_alphabetic() || b == b'_';
+    if !(1..=16).contains(&command.len()) || !command.bytes().all(valid) {
+        Cow::Borrowed("OTHER")
+    } else if command.bytes().any(|b| b.is_ascii_lowercase()) {
+        Cow::Owned(command.to_ascii_uppercase())
     } else {
-        "OTHER".to_owned()
+        Cow::Borrowed(command)
     }
 }
 
@@ -377,120 +786,9 @@ fn script_label(script: Option<&str>) -> &str {
     }
 }
 
-fn is_known_label(name: &str, value: &str) -> bool {
-    match name {
-        "route" => value == UNMATCHED_ROUTE || ROUTES.contains(&value),
-        "method" => value == "OTHER" || METHODS.contains(&value),
-        "status" => value.len() == 3 && value.bytes().all(|b| b.is_ascii_digit()),
-        "command" => command_label(value) == value,
-        "script" => script_label(Some(value)) == value,
-        "outcome" | "reason" => Outcome::ALL.iter().any(|o| o.as_str() == value),
-        "action" => value == "like" || value == "unlike",
-        _ => false,
-    }
-}
-
-fn is_histogram_part(part: &str) -> bool {
-    part == "sum"
-        || part == "count"
-        || part == "binf"
-        || LATENCY_BUCKETS_MS
-            .iter()
-            .any(|bound| part.strip_prefix('b') == Some(&bound.to_string()))
-}
-
-fn is_known_field(field: &str) -> bool {
-    let parts: Vec<&str> = field.split('|').collect();
-    let Some(family) = FAMILIES.iter().find(|f| f.tag == parts[0]) else {
-        return false;
-    };
-    let labels = &parts[1..];
-    let labels = if family.histogram {
-        match labels.split_last() {
-            Some((part, rest)) if is_histogram_part(part) => rest,
-            _ => return false,
-        }
-    } else {
-        labels
-    };
-    labels.len() == family.labels.len()
-        && family
-            .labels
-            .iter()
-            .zip(labels)
-            .all(|(name, value)| is_known_label(name, value))
-}
-
-/// Renders a [`Metrics`] through `prometheus-client`'s encoder.
-#[derive(Debug)]
-struct Exposition(Metrics);
-
-impl Exposition {
-    /// Label values -> count, for the fields of `family` (histograms: -> part -> count).
-    fn series<'a>(&'a self, family: &Family) -> BTreeMap<Vec<&'a str>, BTreeMap<&'a str, u64>> {
-        let mut series: BTreeMap<Vec<&str>, BTreeMap<&str, u64>> = BTreeMap::new();
-        for (field, count) in &self.0.fields {
-            let mut parts: Vec<&str> = field.split('|').collect();
-            if parts.first() != Some(&family.tag) {
-                continue;
-            }
-            parts.remove(0);
-            let part = if family.histogram {
-                parts.pop().unwrap_or("")
-            } else {
-                ""
-            };
-            *series.entry(parts).or_default().entry(part).or_insert(0) += count;
-        }
-        series
-    }
-}
-
-impl prometheus_client::collector::Collector for Exposition {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        for family in &FAMILIES {
-            let series = self.series(family);
-            let (kind, unit) = if family.histogram {
-                (MetricType::Histogram, Some(&Unit::Seconds))
-            } else {
-                (MetricType::Counter, None)
-            };
-            let mut metric = encoder.encode_descriptor(family.name, family.help, unit, kind)?;
-            if family.labels.is_empty() {
-                let total: u64 = series.values().flat_map(|parts| parts.values()).sum();
-                ConstCounter::new(total).encode(metric)?;
-                continue;
-            }
-            for (values, parts) in &series {
-                let labels: Vec<(&str, &str)> = family
-                    .labels
-                    .iter()
-                    .copied()
-                    .zip(values.iter().copied())
-                    .collect();
-                let mut one = metric.encode_family(&labels)?;
-                if family.histogram {
-                    let mut buckets: Vec<(f64, u64)> = LATENCY_BUCKETS_MS
-                        .iter()
-                        .map(|ms| {
-                            (
-                                ms / 1000.0,
-                                parts.get(format!("b{ms}").as_str()).copied().unwrap_or(0),
-                            )
-                        })
-                        .collect();
-                    buckets.push((f64::MAX, parts.get("binf").copied().unwrap_or(0)));
-                    let count = parts.get("count").copied().unwrap_or(0);
-                    let sum = parts.get("sum").copied().unwrap_or(0) as f64 / 1e6;
-                    one.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
-                } else {
-                    let total: u64 = parts.values().sum();
-                    ConstCounter::new(total).encode(one)?;
-                }
-            }
-        }
-        Ok(())
-    }
+/// True for a command and script label pair as [`Metrics::round_trip`] writes them.
+fn is_round_trip_label(command: &str, script: &str) -> bool {
+    command_label(command) == command && script_label(Some(script)) == script
 }
 
 /// Adds a batch to the shared hash at most once and, when asked, returns the hash.
@@ -715,6 +1013,44 @@ mod tests {
         ));
         assert!(text.contains("tally_http_request_duration_seconds_count{route=\"/healthz\"} 2\n"));
         assert!(text.contains("tally_redis_noscript_fallbacks_total 0\n"));
+    }
+
+    #[test]
+    fn the_bucket_tables_follow_the_bounds() {
+        for (i, ms) in LATENCY_BUCKETS_MS.iter().enumerate() {
+            assert_eq!(BUCKET_FIELDS[i], format!("b{ms}"));
+            assert_eq!(BUCKET_BOUNDS[i].parse::<f64>().unwrap(), ms / 1000.0);
+        }
+    }
+
+    #[test]
+    fn counting_a_known_series_again_adds_no_entry() {
+        let mut m = Metrics::new();
+        for _ in 0..1000 {
+            m.request("/v1/items/{item}", "GET", 200, ms(3));
+            m.round_trip("EVALSHA", Some("read"), Outcome::Ok, ms(1));
+        }
+        assert_eq!((m.requests.len(), m.round_trips.len()), (1, 1));
+        assert_eq!(m.get("req|/v1/items/{item}|GET|200"), 1000);
+        assert_eq!(m.get("rtdur|EVALSHA|read|b1"), 1000);
+    }
+
+    #[test]
+    fn a_sum_is_rendered_in_exact_decimal_seconds() {
+        assert_eq!(seconds(0), "0.0");
+        assert_eq!(seconds(2_507_000), "2.507");
+        assert_eq!(seconds(1), "0.000001");
+        assert_eq!(seconds(3_000_000), "3.0");
+    }
+
+    #[test]
+    fn a_lower_case_command_is_counted_under_its_upper_case_label() {
+        let mut m = Metrics::new();
+        m.round_trip("ping", None, Outcome::Ok, ms(1));
+        m.round_trip("PING", None, Outcome::Ok, ms(1));
+        m.round_trip("ZADD2", None, Outcome::Ok, ms(1));
+        assert_eq!(m.get("rt|PING|none|ok"), 2);
+        assert_eq!(m.get("rt|OTHER|none|ok"), 1);
     }
 
     #[test]

@@ -6,7 +6,13 @@
 //! a retry). Nothing else is ever retried here. Every round trip and every
 //! fallback can be observed through a [`RestObserver`], timed by an injectable
 //! millisecond [`Clock`] (wasm has no `Instant`).
+//!
+//! The HTTP itself goes through a [`Transport`]: natively [`ReqwestTransport`]
+//! (tests, benchmarks), in the worker the runtime's own `fetch` (the edge's), so
+//! the wasm carries no HTTP client of its own.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,6 +73,74 @@ pub trait RestObserver: Send + Sync {
     fn noscript_fallback(&self, script: &'static str);
 }
 
+/// The future a [`Transport`] answers with: `Send` natively, so a client can be
+/// shared by tasks; not in wasm, where JavaScript promises never are.
+#[cfg(not(target_arch = "wasm32"))]
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+/// The future a [`Transport`] answers with (wasm: not `Send`, like the promises it awaits).
+#[cfg(target_arch = "wasm32")]
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// One HTTP `POST` of a JSON body: how a [`RestClient`] reaches its endpoint.
+pub trait Transport: Send + Sync {
+    /// Posts `body` (JSON text) to `url` with this `Authorization` value and
+    /// answers the HTTP status and the body's text. Fails with
+    /// [`RestError::Timeout`] when the whole exchange takes longer than
+    /// `timeout`, and [`RestError::Transport`] when it cannot be completed.
+    fn post<'a>(
+        &'a self,
+        url: &'a str,
+        authorization: &'a str,
+        body: String,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(u16, String), RestError>>;
+}
+
+/// [`Transport`] over `reqwest` (native targets: tests, tools, benchmarks).
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(Debug, Clone, Default)]
+pub struct ReqwestTransport {
+    http: reqwest::Client,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Transport for ReqwestTransport {
+    fn post<'a>(
+        &'a self,
+        url: &'a str,
+        authorization: &'a str,
+        body: String,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<(u16, String), RestError>> {
+        Box::pin(async move {
+            let response = self
+                .http
+                .post(url)
+                .header(reqwest::header::AUTHORIZATION, authorization)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .timeout(timeout)
+                .body(body)
+                .send()
+                .await
+                .map_err(classify)?;
+            let status = response.status().as_u16();
+            let text = response.text().await.map_err(classify)?;
+            Ok((status, text))
+        })
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn classify(error: reqwest::Error) -> RestError {
+    if error.is_timeout() {
+        RestError::Timeout
+    } else if error.is_decode() {
+        RestError::Decode(error.to_string())
+    } else {
+        RestError::Transport(error.to_string())
+    }
+}
+
 /// A millisecond clock: `js_sys::Date::now` in wasm, [`monotonic_millis`] natively.
 pub type Clock = fn() -> f64;
 
@@ -88,9 +162,11 @@ pub fn monotonic_millis() -> f64 {
 /// A connection-less client for one Redis REST endpoint.
 #[derive(Clone)]
 pub struct RestClient {
-    http: reqwest::Client,
+    transport: Arc<dyn Transport>,
     url: String,
-    token: String,
+    pipeline_url: String,
+    /// `Bearer <token>`, built once.
+    authorization: String,
     timeout: Duration,
     observer: Option<Arc<dyn RestObserver>>,
     clock: Clock,
@@ -107,13 +183,28 @@ impl std::fmt::Debug for RestClient {
 }
 
 impl RestClient {
-    /// A client for the endpoint at `url`, authenticated by `token`; each
-    /// request fails with [`RestError::Timeout`] after `timeout`.
+    /// A client for the endpoint at `url` over `reqwest`, authenticated by
+    /// `token`; each request fails with [`RestError::Timeout`] after `timeout`.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(url: impl Into<String>, token: impl Into<String>, timeout: Duration) -> Self {
+        Self::with_transport(Arc::new(ReqwestTransport::default()), url, token, timeout)
+    }
+
+    /// A client for the endpoint at `url` that sends its requests through
+    /// `transport`, authenticated by `token`; each request fails with
+    /// [`RestError::Timeout`] after `timeout`.
+    pub fn with_transport(
+        transport: Arc<dyn Transport>,
+        url: impl Into<String>,
+        token: impl Into<String>,
+        timeout: Duration,
+    ) -> Self {
+        let url = url.into().trim_end_matches('/').to_owned();
         Self {
-            http: reqwest::Client::new(),
-            url: url.into().trim_end_matches('/').to_owned(),
-            token: token.into(),
+            transport,
+            pipeline_url: format!("{url}/pipeline"),
+            url,
+            authorization: format!("Bearer {}", token.into()),
             timeout,
             observer: None,
             clock: monotonic_millis,
@@ -257,8 +348,7 @@ impl RestClient {
         &self,
         commands: &[Vec<String>],
     ) -> Result<Vec<Result<Value, RestError>>, RestError> {
-        let url = format!("{}/pipeline", self.url);
-        let (status, body) = self.post(&url, &commands).await?;
+        let (status, body) = self.post(&self.pipeline_url, &commands).await?;
         if status != 200 {
             return Err(status_error(status, &body));
         }
@@ -282,17 +372,11 @@ impl RestClient {
         url: &str,
         body: &B,
     ) -> Result<(u16, Value), RestError> {
-        let response = self
-            .http
-            .post(url)
-            .bearer_auth(&self.token)
-            .timeout(self.timeout)
-            .json(body)
-            .send()
-            .await
-            .map_err(classify)?;
-        let status = response.status().as_u16();
-        let text = response.text().await.map_err(classify)?;
+        let body = serde_json::to_string(body).map_err(|e| RestError::Transport(e.to_string()))?;
+        let (status, text) = self
+            .transport
+            .post(url, &self.authorization, body, self.timeout)
+            .await?;
         match serde_json::from_str::<Value>(&text) {
             Ok(body) => Ok((status, body)),
             // A non-JSON error page (a proxy's 502, say) is still a status error.
@@ -347,24 +431,6 @@ fn status_error(status: u16, body: &Value) -> RestError {
         Some(message) if status == 400 => RestError::Redis(message.to_owned()),
         _ => RestError::Status(status),
     }
-}
-
-fn classify(error: reqwest::Error) -> RestError {
-    if error.is_timeout() || aborted_by_timeout(&error) {
-        RestError::Timeout
-    } else if error.is_decode() {
-        RestError::Decode(error.to_string())
-    } else {
-        RestError::Transport(error.to_string())
-    }
-}
-
-/// workerd rejects a fetch aborted by reqwest's timer with `Error: <reason>`
-/// instead of the bare reason reqwest compares against, so reqwest reports its
-/// own timeout as a request error; the reason is still in the source.
-fn aborted_by_timeout(error: &reqwest::Error) -> bool {
-    std::error::Error::source(error)
-        .is_some_and(|source| source.to_string().contains("reqwest::errors::TimedOut"))
 }
 
 #[cfg(test)]

@@ -46,10 +46,17 @@ async fn under_item_pattern_ids_outside_it_are_404_and_write_nothing() {
     let stranger = unique("random");
     assert_unknown(&writes(&stack, &stranger).await);
     assert_eq!(keys_of(&stack, &stranger), "");
-    // Reads of such ids are zeros (and write nothing either).
-    let read =
-        send(reqwest::Client::new().get(stack.worker.url(&format!("/v1/items/{stranger}")))).await;
-    assert_eq!((read.status, read.body["likes"].clone()), (200, json!(0)));
+    // Such an id can never exist, so reads are 404 too: one item, a batch
+    // holding it, and its series.
+    let http = reqwest::Client::new();
+    for path in [
+        format!("/v1/items/{stranger}"),
+        format!("/v1/items?ids=blog%2Fok,{stranger}"),
+        format!("/v1/items/{stranger}/views/series"),
+    ] {
+        assert_unknown(&[send(http.get(stack.worker.url(&path))).await]);
+    }
+    assert_eq!(keys_of(&stack, &stranger), "");
 
     for item in [
         format!("blog%2F{}", unique("post")),

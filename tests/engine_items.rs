@@ -23,7 +23,7 @@ fn keys(setup: &Setup) -> String {
 }
 
 #[tokio::test]
-async fn outside_the_pattern_every_write_is_unknown_and_nothing_is_sent() {
+async fn outside_the_pattern_every_write_and_read_is_unknown_and_nothing_is_sent() {
     let pattern = ItemPattern::parse("blog/,docs/*/intro").unwrap();
     let setup = Setup::start(policy(ItemPolicy::Pattern(pattern)));
     let engine = &setup.engine;
@@ -59,9 +59,20 @@ async fn outside_the_pattern_every_write_is_unknown_and_nothing_is_sent() {
         let liked = engine.like(page, "u", "u", 1_000).await.unwrap();
         assert_eq!(liked.outcome.unwrap().likes, 1);
     }
-    // A read of an id outside the pattern is zeros, and writes nothing.
-    let read = engine.read(&stranger, None, 1_000).await.unwrap();
-    assert_eq!((read.likes, read.views), (0, 0));
+    // A read of an id outside the pattern is refused too, before any request.
+    let trips = setup.trips.count();
+    assert_eq!(
+        engine.read(&stranger, None, 1_000).await.unwrap_err(),
+        EngineError::UnknownItem
+    );
+    assert_eq!(
+        engine
+            .read_many(&[post.clone(), stranger.clone()], None, 1_000)
+            .await
+            .unwrap_err(),
+        EngineError::UnknownItem
+    );
+    assert_eq!(setup.trips.count(), trips);
     assert!(!keys(&setup).contains("random"), "{}", keys(&setup));
 }
 

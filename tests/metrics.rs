@@ -331,6 +331,41 @@ async fn metrics_need_the_api_key_and_count_exactly_the_requests_made() {
     );
 }
 
+#[tokio::test]
+async fn a_like_counts_once_per_change_and_a_repeat_counts_nothing() {
+    let stack = Stack::start_with(&[("METRICS_FLUSH_SECONDS", "0")]);
+    let http = reqwest::Client::new();
+    let token = support::token_for("metrics-liker");
+    let url = stack.worker.url("/v1/items/metrics-liked/like");
+    // like, like again (no change), unlike, unlike again (no change)
+    for request in [
+        http.put(&url),
+        http.put(&url),
+        http.delete(&url),
+        http.delete(&url),
+    ] {
+        let reply = request.bearer_auth(&token).send().await.unwrap();
+        assert_eq!(reply.status(), 200, "{}", stack.worker.log());
+    }
+    let likes = "method=PUT,route=/v1/items/{item}/like,status=200";
+    let unlikes = "method=DELETE,route=/v1/items/{item}/like,status=200";
+    let (text, samples) = scrape_until(&http, &stack.worker, "4 like requests", |s| {
+        sample(s, "tally_http_requests_total", likes) >= 2.0
+            && sample(s, "tally_http_requests_total", unlikes) >= 2.0
+    })
+    .await;
+    assert_eq!(
+        sample(&samples, "tally_like_changes_total", "action=like"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&samples, "tally_like_changes_total", "action=unlike"),
+        1.0,
+        "{text}"
+    );
+}
+
 /// Calls of EVALSHA and EVAL that Redis has run so far.
 fn script_calls(redis: &Redis) -> u64 {
     redis

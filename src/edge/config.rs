@@ -1,35 +1,62 @@
 //! Reads the worker's configuration from its bindings (wrangler `[vars]`,
-//! secrets, and `.dev.vars` locally).
+//! secrets, and `.dev.vars` locally), once per isolate.
+//!
+//! Bindings cannot change while an isolate lives (a new deploy or new secret
+//! starts new isolates), so each isolate reads them on its first request and
+//! keeps the result, together with the engine and its REST client.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use worker::Env;
 
 use super::error::AppError;
+use super::fetch::FetchTransport;
+use super::http;
 use crate::engine::{Engine, LikesStore, NETWORK_LIMIT_FACTOR, Settings};
 use crate::item::{ItemPattern, ItemPolicy};
-use crate::rest::RestClient;
+use crate::rest::{RestClient, RestObserver};
 
 /// Everything a request that touches Redis needs to know.
 pub struct Config {
-    /// `UPSTASH_REDIS_REST_URL`.
-    pub redis_url: String,
-    /// `UPSTASH_REDIS_REST_TOKEN`.
-    pub redis_token: String,
     /// `TALLY_JWT_SECRET`: verifies and signs identity tokens, keys viewer hashes.
     pub jwt_secret: String,
     /// `TALLY_API_KEY`: the bearer key of server-to-server routes.
     pub api_key: String,
-    /// `REDIS_TIMEOUT_MS` (default 2000): the limit on one Redis REST call.
-    pub redis_timeout: Duration,
-    /// The engine's settings (`KEY_PREFIX`, `VIEW_DEDUPE_SECONDS`, ...).
-    pub settings: Settings,
+    /// The counting engine over `UPSTASH_REDIS_REST_URL` (authenticated by
+    /// `UPSTASH_REDIS_REST_TOKEN`, each call limited to `REDIS_TIMEOUT_MS`,
+    /// default 2000), with the engine's settings (`KEY_PREFIX`,
+    /// `VIEW_DEDUPE_SECONDS`, ...); its round trips are counted.
+    engine: Engine,
+    /// A client of the same endpoint whose round trips are not counted (the metrics' own).
+    unobserved: RestClient,
+}
+
+thread_local! {
+    /// This isolate's configuration, once read without error (an isolate runs one thread).
+    static CONFIG: RefCell<Option<Rc<Config>>> = const { RefCell::new(None) };
+    /// This isolate's settings that need no secret.
+    static BASICS: RefCell<Option<Rc<Basics>>> = const { RefCell::new(None) };
 }
 
 impl Config {
-    /// Reads and checks every binding; a missing or malformed one is an error
-    /// that names the variable, never its value.
-    pub fn from_env(env: &Env) -> Result<Config, AppError> {
+    /// The isolate's configuration: read and checked on first use, then kept;
+    /// the engine's round trips go to `observer`. A missing or malformed
+    /// binding is an error that names the variable, never its value (and is
+    /// read again next time).
+    pub fn get(env: &Env, observer: fn() -> Arc<dyn RestObserver>) -> Result<Rc<Config>, AppError> {
+        if let Some(config) = CONFIG.with(|c| c.borrow().clone()) {
+            return Ok(config);
+        }
+        let config = Rc::new(Config::from_env(env, observer())?);
+        CONFIG.with(|c| *c.borrow_mut() = Some(config.clone()));
+        Ok(config)
+    }
+
+    /// Reads and checks every binding.
+    fn from_env(env: &Env, observer: Arc<dyn RestObserver>) -> Result<Config, AppError> {
         let likes_store = match optional(env, "LIKES_STORE").as_deref() {
             None | Some("set") => LikesStore::Set,
             Some("bitmap") => LikesStore::Bitmap {
@@ -47,46 +74,100 @@ impl Config {
             Some(_) => return Err(malformed("ITEMS", "open, pattern or registered")),
         };
         let rate_limit_per_minute = number(env, "RATE_LIMIT_PER_MINUTE", 120)?;
+        let redis_url = required(env, "UPSTASH_REDIS_REST_URL")?;
+        let redis_token = required(env, "UPSTASH_REDIS_REST_TOKEN")?;
+        let jwt_secret = required(env, "TALLY_JWT_SECRET")?;
+        let api_key = required(env, "TALLY_API_KEY")?;
+        let redis_timeout = Duration::from_millis(number(env, "REDIS_TIMEOUT_MS", 2_000)?);
+        let settings = Settings {
+            prefix: optional(env, "KEY_PREFIX").unwrap_or_else(|| "tally".to_owned()),
+            view_dedupe_seconds: number(env, "VIEW_DEDUPE_SECONDS", 1_800)?,
+            rate_limit_per_minute,
+            network_rate_limit_per_minute: number(
+                env,
+                "NETWORK_RATE_LIMIT_PER_MINUTE",
+                rate_limit_per_minute.saturating_mul(NETWORK_LIMIT_FACTOR),
+            )?,
+            visitor_mints_per_hour: number(env, "VISITOR_MINTS_PER_HOUR", 500)?,
+            likes_store,
+            items,
+        };
+        let unobserved = RestClient::with_transport(
+            Arc::new(FetchTransport),
+            &redis_url,
+            &redis_token,
+            redis_timeout,
+        )
+        .with_clock(http::now_ms);
+        let engine = Engine::new(unobserved.clone().with_observer(observer), settings);
         Ok(Config {
-            redis_url: required(env, "UPSTASH_REDIS_REST_URL")?,
-            redis_token: required(env, "UPSTASH_REDIS_REST_TOKEN")?,
-            jwt_secret: required(env, "TALLY_JWT_SECRET")?,
-            api_key: required(env, "TALLY_API_KEY")?,
-            redis_timeout: Duration::from_millis(number(env, "REDIS_TIMEOUT_MS", 2_000)?),
-            settings: Settings {
-                prefix: optional(env, "KEY_PREFIX").unwrap_or_else(|| "tally".to_owned()),
-                view_dedupe_seconds: number(env, "VIEW_DEDUPE_SECONDS", 1_800)?,
-                rate_limit_per_minute,
-                network_rate_limit_per_minute: number(
-                    env,
-                    "NETWORK_RATE_LIMIT_PER_MINUTE",
-                    rate_limit_per_minute.saturating_mul(NETWORK_LIMIT_FACTOR),
-                )?,
-                visitor_mints_per_hour: number(env, "VISITOR_MINTS_PER_HOUR", 500)?,
-                likes_store,
-                items,
-            },
+            jwt_secret,
+            api_key,
+            engine,
+            unobserved,
         })
     }
 
     /// The counting engine, talking to the configured Redis REST endpoint.
-    pub fn engine(&self) -> Engine {
-        let rest = RestClient::new(&self.redis_url, &self.redis_token, self.redis_timeout)
-            .with_observer(super::metrics::observer())
-            .with_clock(super::metrics::now_ms);
-        Engine::new(rest, self.settings.clone())
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// A client for the metrics' own round trips: not observed, so flushing
+    /// and reading the metrics never count as traffic.
+    pub fn unobserved_client(&self) -> &RestClient {
+        &self.unobserved
     }
 }
 
-/// The origins CORS allows, from `ALLOWED_ORIGINS` (a comma list; `*` for any).
-/// Needs no secret, so even a misconfigured worker answers preflights.
-pub fn allowed_origins(env: &Env) -> Vec<String> {
+/// The settings every request needs, secret or not: a misconfigured worker
+/// still answers preflights and counts its requests.
+pub struct Basics {
+    /// The origins CORS allows, from `ALLOWED_ORIGINS` (a comma list; `*` for any).
+    pub origins: Vec<String>,
+    /// How often an isolate may flush its metrics, in ms, from `METRICS_FLUSH_SECONDS`.
+    pub flush_interval_ms: f64,
+}
+
+/// The default and largest metrics flush interval; `wait_until` work must end within 30 s.
+pub const DEFAULT_FLUSH_SECONDS: f64 = 5.0;
+/// See [`DEFAULT_FLUSH_SECONDS`].
+pub const MAX_FLUSH_SECONDS: f64 = 25.0;
+
+impl Basics {
+    /// The isolate's basics: read on first use, then kept.
+    pub fn get(env: &Env) -> Rc<Basics> {
+        if let Some(basics) = BASICS.with(|b| b.borrow().clone()) {
+            return basics;
+        }
+        let basics = Rc::new(Basics {
+            origins: allowed_origins(env),
+            flush_interval_ms: flush_interval_ms(env),
+        });
+        BASICS.with(|b| *b.borrow_mut() = Some(basics.clone()));
+        basics
+    }
+}
+
+fn allowed_origins(env: &Env) -> Vec<String> {
     optional(env, "ALLOWED_ORIGINS")
         .unwrap_or_else(|| "*".to_owned())
         .split(',')
         .map(|origin| origin.trim().trim_end_matches('/').to_owned())
         .filter(|origin| !origin.is_empty())
         .collect()
+}
+
+/// `METRICS_FLUSH_SECONDS` (0 flushes after every response; at most 25, as
+/// `wait_until` work must end in 30 s), in milliseconds.
+fn flush_interval_ms(env: &Env) -> f64 {
+    env.var("METRICS_FLUSH_SECONDS")
+        .ok()
+        .and_then(|v| v.to_string().trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .unwrap_or(DEFAULT_FLUSH_SECONDS)
+        .min(MAX_FLUSH_SECONDS)
+        * 1000.0
 }
 
 fn optional(env: &Env, name: &str) -> Option<String> {

@@ -1,6 +1,6 @@
 //! CORS for the origins in `ALLOWED_ORIGINS`.
 
-use worker::{Request, Response};
+use worker::{Response, web_sys::Request};
 
 use super::error::AppError;
 use super::http;

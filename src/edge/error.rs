@@ -9,7 +9,7 @@ use crate::rest::RestError;
 ///
 /// Each variant's message is what the client reads; details that must not
 /// leave the worker (Redis errors, keys, scripts, secrets) are logged instead.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AppError {
     /// The item id in the path is not a valid id.
     #[error("{0}")]

@@ -2,7 +2,10 @@
 //! body limit, the clock.
 
 use serde::Serialize;
-use worker::{Headers, Request, Response};
+use worker::js_sys::Uint8Array;
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::web_sys::Request;
+use worker::{Headers, Response};
 
 use super::error::AppError;
 use crate::engine::RateStatus;
@@ -69,24 +72,38 @@ pub fn check_declared_length(req: &Request) -> Result<(), AppError> {
 
 /// Reads the body, refusing anything over [`MAX_BODY_BYTES`] (a body sent
 /// without a `Content-Length` is only measured here).
-pub async fn body(req: &mut Request) -> Result<Vec<u8>, AppError> {
-    let bytes = req
-        .bytes()
+pub async fn body(req: &Request) -> Result<Vec<u8>, AppError> {
+    let unreadable = |_| AppError::InvalidBody("the body could not be read".into());
+    let buffer = JsFuture::from(req.array_buffer().map_err(unreadable)?)
         .await
-        .map_err(|_| AppError::InvalidBody("the body could not be read".into()))?;
+        .map_err(unreadable)?;
+    let bytes = Uint8Array::new(&buffer).to_vec();
     if bytes.len() > MAX_BODY_BYTES {
         return Err(AppError::BodyTooLarge);
     }
     Ok(bytes)
 }
 
-/// The decoded query pairs of the request.
+/// The path of a request URL: from the first `/` after the host to `?` or `#`
+/// (the runtime hands the URL over already normalised).
+pub fn path(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |at| at + 3);
+    let Some(start) = url[after_scheme..].find('/').map(|at| after_scheme + at) else {
+        return "/";
+    };
+    let path = &url[start..];
+    path.find(['?', '#']).map_or(path, |end| &path[..end])
+}
+
+/// The decoded query pairs of the request (`application/x-www-form-urlencoded`
+/// rules, as the URL standard reads a query), from the URL the runtime already
+/// normalised: no second URL parse in the worker.
 pub fn query(req: &Request) -> Result<Vec<(String, String)>, AppError> {
-    let url = req
-        .url()
-        .map_err(|_| AppError::InvalidQuery("the URL could not be parsed".into()))?;
-    Ok(url
-        .query_pairs()
+    let url = req.url();
+    let query = url.split_once('?').map_or("", |(_, rest)| {
+        rest.split_once('#').map_or(rest, |(q, _)| q)
+    });
+    Ok(form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect())
 }
@@ -97,6 +114,12 @@ pub fn param<'q>(query: &'q [(String, String)], name: &str) -> Option<&'q str> {
         .iter()
         .find(|(key, _)| key == name)
         .map(|(_, value)| value.as_str())
+}
+
+/// Milliseconds since the epoch. In Workers the clock advances only across
+/// I/O, so durations measure time spent waiting, not CPU time.
+pub fn now_ms() -> f64 {
+    worker::js_sys::Date::now()
 }
 
 /// The current time in unix seconds.

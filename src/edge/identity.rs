@@ -1,7 +1,7 @@
 //! Who is calling: identity tokens and the server-to-server API key.
 
 use subtle::ConstantTimeEq;
-use worker::Request;
+use worker::web_sys::Request;
 
 use super::config::Config;
 use super::error::AppError;

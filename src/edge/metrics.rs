@@ -1,5 +1,4 @@
-//! `GET /metrics` and `GET /openapi.json`, and this isolate's share of the
-//! metrics: counted in memory while requests run, added to the shared Redis
+//! `GET /metrics`, and this isolate's share of the metrics: counted in memory while requests run, added to the shared Redis
 //! hash after the response (`wait_until`), never on the response path.
 //!
 //! Where the figures live, and the trade-off: an isolate keeps only a small
@@ -11,27 +10,22 @@
 //! `/metrics` shows other isolates' latest seconds only once they flush.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use worker::{Context, Env, Request, Response, ResponseBody};
+use worker::{Context, Response, web_sys::Request};
 
-use super::config::Config;
+use super::config::{Config, MAX_FLUSH_SECONDS};
 use super::error::AppError;
+use super::http::now_ms;
 use super::identity;
 use crate::keys::Keys;
 use crate::metrics::{Batch, FLIGHT_LEASE_MS, FLUSH, Metrics, Outbox, Outcome, UNMATCHED_ROUTE};
 use crate::rest::{RestClient, RestObserver, RoundTrip};
 
-/// The OpenAPI 3.1 document of the worker's API, served as is.
-const OPENAPI: &str = include_str!("../../assets/openapi.json");
-
 /// The content type of the OpenMetrics text exposition (what Prometheus asks for first).
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
-/// The default and largest flush interval; `wait_until` work must end within 30 s.
-const DEFAULT_FLUSH_SECONDS: f64 = 5.0;
-const MAX_FLUSH_SECONDS: f64 = 25.0;
 
 /// After a failed flush, wait at least this long before the next attempt.
 const RETRY_AFTER_FAILURE_MS: f64 = 1_000.0;
@@ -52,12 +46,6 @@ thread_local! {
     static FLUSH_TASK_SINCE: Cell<f64> = const { Cell::new(0.0) };
     /// When the next flush may start (ms since the epoch).
     static NEXT_FLUSH_AT: Cell<f64> = const { Cell::new(0.0) };
-}
-
-/// Milliseconds since the epoch. In Workers the clock advances only across
-/// I/O, so durations measure time spent waiting, not CPU time.
-pub fn now_ms() -> f64 {
-    worker::js_sys::Date::now()
 }
 
 /// A duration from milliseconds; anything negative or not finite is zero.
@@ -90,93 +78,57 @@ fn count(f: impl FnOnce(&mut Metrics)) {
     OUTBOX.with(|outbox| f(outbox.borrow_mut().open()));
 }
 
+/// A view was answered (not a replay): counted, or not (a dedupe hit or a bot).
+pub fn view(counted: bool) {
+    count(|m| m.view(counted));
+}
+
+/// A like or unlike changed the state (not a replay, not a no-op).
+pub fn like_changed(liked: bool) {
+    count(|m| m.like_changed(liked));
+}
+
 /// Counts a finished request and, off the response path, flushes this
-/// isolate's counts. `route` is the route's pattern (`None`: no route matched).
+/// isolate's counts. `route` is the route's pattern (`None`: no route
+/// matched); `config` is `None` on a misconfigured worker, which keeps its
+/// counts until it can flush them.
 pub fn record(
     ctx: &Context,
-    env: &Env,
+    config: Option<Rc<Config>>,
+    flush_interval_ms: f64,
     route: Option<&'static str>,
     method: &str,
-    response: &Response,
+    status: u16,
     started_ms: f64,
 ) {
     let route = route.unwrap_or(UNMATCHED_ROUTE);
-    let status = response.status_code();
     let took = millis(now_ms() - started_ms);
-    count(|m| {
-        m.request(route, method, status, took);
-        // A replayed answer (same Idempotency-Key) was counted the first time.
-        let replayed = response
-            .headers()
-            .get("Idempotent-Replayed")
-            .ok()
-            .flatten()
-            .is_some();
-        if status == 200 && !replayed {
-            outcome_of_body(m, route, response.body());
-        }
-    });
-    schedule_flush(ctx, env);
-}
-
-/// Views and likes counted from the JSON the handler answered with, so the
-/// handlers need no metrics code.
-fn outcome_of_body(m: &mut Metrics, route: &str, body: &ResponseBody) {
-    let ResponseBody::Body(bytes) = body else {
-        return;
-    };
-    if route != "/v1/items/{item}/views" && route != "/v1/items/{item}/like" {
-        return;
-    }
-    let Ok(json) = serde_json::from_slice::<serde_json::Value>(bytes) else {
-        return;
-    };
-    let flag = |field: &str| json.get(field).and_then(serde_json::Value::as_bool);
-    match (flag("counted"), flag("changed"), flag("liked")) {
-        (Some(counted), _, _) => m.view(counted),
-        (None, Some(true), Some(liked)) => m.like_changed(liked),
-        _ => {}
+    count(|m| m.request(route, method, status, took));
+    if let Some(config) = config {
+        schedule_flush(ctx, config, flush_interval_ms);
     }
 }
 
-/// How often an isolate may flush, from `METRICS_FLUSH_SECONDS` (0 flushes
-/// after every response; at most 25, as `wait_until` work must end in 30 s).
-fn flush_interval_ms(env: &Env) -> f64 {
-    env.var("METRICS_FLUSH_SECONDS")
-        .ok()
-        .and_then(|v| v.to_string().trim().parse::<f64>().ok())
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .unwrap_or(DEFAULT_FLUSH_SECONDS)
-        .min(MAX_FLUSH_SECONDS)
-        * 1000.0
-}
-
-fn schedule_flush(ctx: &Context, env: &Env) {
+fn schedule_flush(ctx: &Context, config: Rc<Config>, interval: f64) {
     let pending = OUTBOX.with(|outbox| outbox.borrow().has_pending());
     // A task the runtime cancelled never clears its mark; after the lease, another may start.
     let since = FLUSH_TASK_SINCE.get();
     if !pending || (since > 0.0 && now_ms() - since < FLIGHT_LEASE_MS) {
         return;
     }
-    // Without a working configuration there is nowhere to flush to; the
-    // counts stay here until there is.
-    let Ok(config) = Config::from_env(env) else {
-        return;
-    };
     FLUSH_TASK_SINCE.set(now_ms());
-    let interval = flush_interval_ms(env);
     let wait = (NEXT_FLUSH_AT.get() - now_ms()).clamp(0.0, MAX_FLUSH_SECONDS * 1000.0);
     ctx.wait_until(async move {
         if wait > 0.0 {
             worker::Delay::from(millis(wait)).await;
         }
-        let client = client(&config);
-        let keys = Keys::new(config.settings.prefix.clone());
+        let client = config.unobserved_client();
+        let keys = config.engine().keys();
         for _ in 0..MAX_FLUSHES_PER_TASK {
             let Some(batch) = OUTBOX.with(|outbox| outbox.borrow_mut().begin(now_ms())) else {
                 break;
             };
-            let sent = send(&client, &keys, &batch, false).await;
+            let sent = send(client, keys, &batch, false).await;
             OUTBOX.with(|outbox| outbox.borrow_mut().finish(batch.seq, sent.is_ok()));
             let pause = if sent.is_ok() {
                 interval
@@ -196,12 +148,6 @@ fn schedule_flush(ctx: &Context, env: &Env) {
     });
 }
 
-/// A client for the metrics' own round trips: not observed, so flushing and
-/// reading the metrics never count as traffic.
-fn client(config: &Config) -> RestClient {
-    RestClient::new(&config.redis_url, &config.redis_token, config.redis_timeout).with_clock(now_ms)
-}
-
 async fn send(
     client: &RestClient,
     keys: &Keys,
@@ -218,12 +164,12 @@ async fn send(
 /// pending counts.
 pub async fn serve(req: &Request, config: &Config) -> Result<Response, AppError> {
     identity::api_key(req, config)?;
-    let client = client(config);
-    let keys = Keys::new(config.settings.prefix.clone());
+    let client = config.unobserved_client();
+    let keys = config.engine().keys();
     let batch = OUTBOX.with(|outbox| outbox.borrow_mut().begin(now_ms()));
     let hash = match &batch {
         Some(batch) => {
-            let sent = send(&client, &keys, batch, true).await;
+            let sent = send(client, keys, batch, true).await;
             OUTBOX.with(|outbox| outbox.borrow_mut().finish(batch.seq, sent.is_ok()));
             sent?
         }
@@ -239,14 +185,5 @@ pub async fn serve(req: &Request, config: &Config) -> Result<Response, AppError>
     let headers = response.headers_mut();
     headers.set("Content-Type", OPENMETRICS)?;
     headers.set("Cache-Control", "no-store")?;
-    Ok(response)
-}
-
-/// `GET /openapi.json`: the API's OpenAPI 3.1 document.
-pub fn openapi() -> Result<Response, AppError> {
-    let mut response = Response::ok(OPENAPI)?;
-    let headers = response.headers_mut();
-    headers.set("Content-Type", "application/json")?;
-    headers.set("Cache-Control", "public, max-age=300")?;
     Ok(response)
 }

@@ -1,36 +1,44 @@
 //! The HTTP edge: the worker's entry point, the route table and its handlers.
 //!
 //! This is the only part of the crate that touches `worker`; it turns
-//! requests into calls on the pure [`crate::engine`] and back.
+//! requests into calls on the pure [`crate::engine`] and back. The static
+//! files (`/`, `/tally.js`, `/openapi.json`) are Workers Static Assets, served
+//! by the platform from `assets/` without running the worker.
 
 mod assets;
 mod config;
 mod cors;
 mod error;
+mod fetch;
 mod handlers;
 mod http;
 mod identity;
 mod metrics;
 mod routes;
 
-use worker::{Context, Env, Method, Request, Response, event};
+use std::rc::Rc;
 
-use config::Config;
+use worker::web_sys::Request;
+use worker::{Context, Env, Method, Response, event};
+
+use config::{Basics, Config};
 use error::AppError;
 use handlers::likes::Want;
 use routes::Route;
 
-/// The worker's fetch entry point.
+/// The worker's fetch entry point. It takes the runtime's request as is: a
+/// `worker::Request` would read every property up front (`cf` included),
+/// each a call into JavaScript, where this reads only what a route needs.
 #[event(fetch)]
 async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
-    let started = metrics::now_ms();
-    // The raw method: `req.method()` reads any method it does not know as GET.
-    let method = req.inner().method();
-    let origins = config::allowed_origins(&env);
-    let origin = cors::allowed_origin(&req, &origins);
-    let path = req.path();
-    let route = Route::recognise(&path);
-    let mut response = match dispatch(&mut req, &method, &env, route, &origins).await {
+    let started = http::now_ms();
+    let method = req.method();
+    let basics = Basics::get(&env);
+    let origin = cors::allowed_origin(&req, &basics.origins);
+    let url = req.url();
+    let route = Route::recognise(http::path(&url));
+    let config = Config::get(&env, metrics::observer);
+    let mut response = match dispatch(&mut req, &method, &env, route, &basics, &config).await {
         Ok(response) => response,
         Err(error) => error.into_response()?,
     };
@@ -39,10 +47,11 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Respo
     }
     metrics::record(
         &ctx,
-        &env,
+        config.ok(),
+        basics.flush_interval_ms,
         route.map(|r| r.label()),
         &method,
-        &response,
+        response.status_code(),
         started,
     );
     Ok(response)
@@ -54,11 +63,12 @@ async fn dispatch(
     raw_method: &str,
     env: &Env,
     route: Option<Route<'_>>,
-    origins: &[String],
+    basics: &Basics,
+    config: &Result<Rc<Config>, AppError>,
 ) -> Result<Response, AppError> {
     // Matched on the raw name: `worker::Method` reads unknown methods as GET.
     let method = match raw_method {
-        "OPTIONS" => return cors::preflight(req, origins),
+        "OPTIONS" => return cors::preflight(req, &basics.origins),
         "GET" | "HEAD" => Some(Method::Get),
         "POST" => Some(Method::Post),
         "PUT" => Some(Method::Put),
@@ -70,33 +80,30 @@ async fn dispatch(
         return Err(AppError::MethodNotAllowed(route.allow()));
     };
     http::check_declared_length(req)?;
-    // Static routes need no secret, so they work even on a misconfigured worker.
-    match route {
-        Route::Demo => return assets::page(req),
-        Route::Embed => return assets::script(req),
-        Route::OpenApi => return metrics::openapi(),
-        _ => {}
+    // Static files need no secret, so they work even on a misconfigured worker.
+    if let Route::Demo | Route::Embed | Route::OpenApi = route {
+        return assets::serve(req, env).await;
     }
-    let config = Config::from_env(env)?;
+    let config = config.as_ref().map_err(Clone::clone)?;
     match route {
-        Route::Healthz => handlers::ops::healthz(&config).await,
-        Route::Visitors => handlers::visitors::issue(req, &config).await,
-        Route::Items => handlers::items::read_many(req, &config).await,
+        Route::Healthz => handlers::ops::healthz(config).await,
+        Route::Visitors => handlers::visitors::issue(req, config).await,
+        Route::Items => handlers::items::read_many(req, config).await,
         Route::Item(item) if method == Method::Put => {
-            handlers::items::register(req, &config, item).await
+            handlers::items::register(req, config, item).await
         }
-        Route::Item(item) => handlers::items::read(req, &config, item).await,
+        Route::Item(item) => handlers::items::read(req, config, item).await,
         Route::Like(item) if method == Method::Put => {
-            handlers::likes::set(req, &config, item, Want::Liked).await
+            handlers::likes::set(req, config, item, Want::Liked).await
         }
-        Route::Like(item) => handlers::likes::set(req, &config, item, Want::NotLiked).await,
-        Route::Views(item) => handlers::views::record(req, &config, item).await,
-        Route::Series(item) => handlers::views::series(req, &config, item).await,
-        Route::Counter(item, name) => handlers::counters::add(req, &config, item, name).await,
-        Route::Trending => handlers::items::trending(req, &config).await,
-        Route::Badge(item) => handlers::badge::badge(req, &config, item).await,
-        Route::Metrics => metrics::serve(req, &config).await,
-        // Answered above, before the configuration is read.
+        Route::Like(item) => handlers::likes::set(req, config, item, Want::NotLiked).await,
+        Route::Views(item) => handlers::views::record(req, config, item).await,
+        Route::Series(item) => handlers::views::series(req, config, item).await,
+        Route::Counter(item, name) => handlers::counters::add(req, config, item, name).await,
+        Route::Trending => handlers::items::trending(req, config).await,
+        Route::Badge(item) => handlers::badge::badge(req, config, item).await,
+        Route::Metrics => metrics::serve(req, config).await,
+        // Answered above, before the configuration is needed.
         Route::Demo | Route::Embed | Route::OpenApi => Err(AppError::NotFound),
     }
 }

@@ -190,12 +190,10 @@ impl Gateway {
 
     /// Serves again on the same address.
     pub fn resume(&mut self) {
-        let listener = TcpListener::bind(self.addr).expect("bind the gateway's port");
-        listener
-            .set_nonblocking(true)
-            .expect("nonblocking listener");
+        let addr = self.addr;
         let config = tally_gateway::Config::new(self.redis_url.clone(), GATEWAY_TOKEN);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (listening, ready) = std::sync::mpsc::channel::<()>();
         let thread = thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -203,7 +201,15 @@ impl Gateway {
                 .build()
                 .expect("gateway runtime");
             runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                // A backlog of 1024, as the gateway binary listens with: std's
+                // 128 overflows when the worker opens hundreds of connections
+                // at once, and a dropped SYN is retried only a second later,
+                // past the worker's Redis timeout.
+                let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+                socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+                socket.bind(addr).expect("bind the gateway's port");
+                let listener = socket.listen(1024).expect("listen");
+                let _ = listening.send(());
                 tokio::select! {
                     served = tally_gateway::serve(listener, config, std::future::pending()) => {
                         served.expect("gateway serves");
@@ -214,6 +220,7 @@ impl Gateway {
             // Dropping the runtime cancels every open connection.
             runtime.shutdown_background();
         });
+        ready.recv().expect("the gateway listens");
         self.running = Some((stop, thread));
     }
 }
@@ -323,9 +330,11 @@ fn wrangler_config(bundle: &Path) -> String {
         .lines()
         .find(|l| l.starts_with("compatibility_date"))
         .expect("wrangler.toml sets compatibility_date");
+    // The static files, as deployed: served by the platform from assets/.
     format!(
-        "name = \"tally-test\"\nmain = \"{}\"\n{date}\n",
-        bundle.display()
+        "name = \"tally-test\"\nmain = \"{}\"\n{date}\n\n[assets]\ndirectory = \"{}\"\nbinding = \"ASSETS\"\n",
+        bundle.display(),
+        root().join("assets").display()
     )
 }
 
@@ -364,7 +373,16 @@ pub fn artifacts() -> PathBuf {
 /// process exits (by the watchdogs). Tests sharing it use unique item ids.
 pub fn shared() -> &'static Stack {
     static STACK: std::sync::OnceLock<Stack> = std::sync::OnceLock::new();
-    STACK.get_or_init(|| Stack::start_with(&[("RATE_LIMIT_PER_MINUTE", "100000")]))
+    // A generous Redis timeout: the shared stack's tests check exact counts
+    // under bursts of hundreds of requests on a 2-core machine, where the
+    // worker's own queue can hold a round trip past the 2 s default. Tests of
+    // the timeout itself start a stack of their own.
+    STACK.get_or_init(|| {
+        Stack::start_with(&[
+            ("RATE_LIMIT_PER_MINUTE", "100000"),
+            ("REDIS_TIMEOUT_MS", "10000"),
+        ])
+    })
 }
 
 /// An item id no other test uses.

@@ -1,7 +1,7 @@
 //! `GET /v1/items/{item}/badge.svg`: a README badge, read-only unless `count=1`.
 
 use sha2::{Digest, Sha256};
-use worker::{Request, Response};
+use worker::{Response, web_sys::Request};
 
 use super::item_id;
 use crate::badge::{self, Style};
@@ -86,7 +86,7 @@ pub async fn badge(req: &Request, config: &Config, raw_item: &str) -> Result<Res
 
     let engine = config.engine();
     let value = match count {
-        true => counted_value(req, config, &engine, &item, metric, now).await?,
+        true => counted_value(req, config, engine, &item, metric, now).await?,
         false => metric.of(&engine.read(&item, None, now).await?),
     };
     let svg = badge::render(label, &badge::format_count(value), &color, style);

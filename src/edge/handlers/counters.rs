@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use worker::{Request, Response};
+use worker::{Response, web_sys::Request};
 
 use super::{counter_json, idempotency_key, item_id};
 use crate::edge::config::Config;

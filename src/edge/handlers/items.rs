@@ -1,6 +1,6 @@
 //! Items: registration, and reads of one item, a batch of items, and trending items.
 
-use worker::{Request, Response};
+use worker::{Response, web_sys::Request};
 
 use super::{item_id, snapshot_json};
 use crate::edge::config::Config;

@@ -1,11 +1,11 @@
 //! `PUT` and `DELETE /v1/items/{item}/like`: one like per identity per item.
 
-use worker::{Request, Response};
+use worker::{Response, web_sys::Request};
 
 use super::{admitted, item_id, limited_json};
 use crate::edge::config::Config;
 use crate::edge::error::AppError;
-use crate::edge::{http, identity};
+use crate::edge::{http, identity, metrics};
 use crate::engine::Limiter;
 
 /// Whether the caller wants the item liked or not.
@@ -40,6 +40,9 @@ pub async fn set(
         Want::NotLiked => engine.unlike(&item, &who.sub, limiter, now).await?,
     };
     let (outcome, rate) = admitted(limited)?;
+    if outcome.changed {
+        metrics::like_changed(outcome.liked);
+    }
     let body = serde_json::json!({
         "item": item.as_str(),
         "likes": outcome.likes,

@@ -9,7 +9,7 @@ pub mod views;
 pub mod visitors;
 
 use serde_json::{Map, Value};
-use worker::{Request, Response};
+use worker::{Response, web_sys::Request};
 
 use super::error::AppError;
 use super::http;

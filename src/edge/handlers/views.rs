@@ -1,12 +1,12 @@
 //! `POST /v1/items/{item}/views` and the views series.
 
 use sha2::{Digest, Sha256};
-use worker::{Request, Response};
+use worker::{Response, web_sys::Request};
 
 use super::{admitted, idempotency_key, item_id, limited_json};
 use crate::edge::config::Config;
 use crate::edge::error::AppError;
-use crate::edge::{http, identity};
+use crate::edge::{http, identity, metrics};
 use crate::engine::{Bucket, Idempotency, Limiter, ViewOutcome};
 use crate::viewer;
 
@@ -61,6 +61,9 @@ pub async fn record(req: &Request, config: &Config, raw_item: &str) -> Result<Re
         ViewOutcome::Replayed { views, counted } => (views, counted, true),
         ViewOutcome::Conflict => return Err(AppError::IdempotencyConflict),
     };
+    if !replayed {
+        metrics::view(counted);
+    }
     let body = serde_json::json!({"item": item.as_str(), "views": views, "counted": counted});
     let mut response = limited_json(&body, &rate)?;
     if replayed {

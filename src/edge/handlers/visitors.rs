@@ -4,7 +4,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use worker::js_sys::{Function, Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
-use worker::{Request, Response};
+use worker::{Response, web_sys::Request};
 
 use super::admitted;
 use crate::edge::config::Config;
