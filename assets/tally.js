@@ -1,4 +1,4 @@
-/*! Tally embed: <tally-like item="..."> and <tally-views item="...">, no dependencies. */
+/*! Tally embed: <tally-like item="..."> and <tally-views item="..." metric="unique">, no dependencies. */
 (() => {
   "use strict";
   if (!window.customElements || customElements.get("tally-like")) return;
@@ -22,6 +22,19 @@
     memo = v;
     try { v ? localStorage.setItem(KEY, JSON.stringify(v)) : localStorage.removeItem(KEY); } catch (_) { /* memo keeps it */ }
   };
+
+  // "Don't count me": Tally.ignoreMe(true), or a visit to any page with #tally-ignore, makes
+  // this browser record no views on this site (counts still show) until Tally.ignoreMe(false).
+  const IGNORE = "tally:ignore";
+  let ignoring = false;
+  try { ignoring = localStorage.getItem(IGNORE) === "1"; } catch (_) { /* not kept */ }
+  function ignoreMe(on) {
+    ignoring = !!on;
+    try { ignoring ? localStorage.setItem(IGNORE, "1") : localStorage.removeItem(IGNORE); } catch (_) { /* page only */ }
+    document.querySelectorAll("tally-views").forEach((el) => el.toggleAttribute("ignored", ignoring));
+    document.dispatchEvent(new CustomEvent("tally:ignore", { detail: { ignored: ignoring } }));
+  }
+  if (location.hash === "#tally-ignore") ignoreMe(true);
 
   class TallyError extends Error {
     constructor(status, code, message, retryAfter) {
@@ -209,6 +222,7 @@ svg{width:1.1em;height:1.1em;fill:none;stroke:currentColor;stroke-width:2}
   const recorded = new Map();
 
   class Views extends Base {
+    static get observedAttributes() { return ["item", "token", "metric", "window"]; }
     constructor() {
       super();
       this.shadowRoot.innerHTML = `<style>:host{display:inline}</style><span part="count">–</span><span part="label"></span>`;
@@ -219,9 +233,11 @@ svg{width:1.1em;height:1.1em;fill:none;stroke:currentColor;stroke-width:2}
       const item = this.getAttribute("item");
       if (!item) return;
       const gen = ++this.gen;
+      const unique = this.getAttribute("metric") === "unique";
+      this.toggleAttribute("ignored", ignoring);
       let r;
       try {
-        if (this.hasAttribute("passive")) {
+        if (this.hasAttribute("passive") || ignoring) {
           r = await withIdentity(this, false, (t) => read(item, t));
         } else {
           if (!recorded.has(item)) {
@@ -230,16 +246,19 @@ svg{width:1.1em;height:1.1em;fill:none;stroke:currentColor;stroke-width:2}
             view.then((v) => this.emit("view", { views: v.views, counted: v.counted }), () => recorded.delete(item));
           }
           r = await recorded.get(item);
+          // The view's answer has no uniques: read them once it is counted.
+          if (unique) r = await withIdentity(this, false, (t) => read(item, t));
         }
       } catch (e) {
         if (gen === this.gen) this.title = this.problem(e, explain(e, "This view"));
         return;
       }
       if (gen !== this.gen) return;
-      this.num.textContent = short(r.views);
-      this.label.textContent = r.views === 1 ? " view" : " views";
-      this.title = r.views + this.label.textContent;
-      this.setAttribute("views", r.views);
+      const n = unique ? (r.unique_viewers || {})[this.getAttribute("window") || "all_time"] || 0 : r.views;
+      this.num.textContent = short(n);
+      this.label.textContent = unique ? (n === 1 ? " visitor" : " visitors") : n === 1 ? " view" : " views";
+      this.title = n + this.label.textContent;
+      this.setAttribute(unique ? "visitors" : "views", n);
       this.removeAttribute("error");
     }
   }
@@ -255,5 +274,9 @@ svg{width:1.1em;height:1.1em;fill:none;stroke:currentColor;stroke-width:2}
       pageToken = jwt || null;
       document.querySelectorAll("tally-like").forEach((el) => el.on && el.load());
     },
+    /** Records no views from this browser on this site (true) or counts them again (false); kept in localStorage. */
+    ignoreMe,
+    /** Whether this browser's views are ignored. */
+    ignored: () => ignoring,
   };
 })();

@@ -153,6 +153,7 @@ mod native {
             let claims = Claims {
                 sub: format!("{tag}-{user}{n}"),
                 exp,
+                count_views: true,
             };
             let authorization = format!("Bearer {}", sign(&claims, secret.as_bytes()));
             let (addr, counts, stop) = (addr.clone(), counts.clone(), stop.clone());

@@ -12,12 +12,15 @@ with_test_tools=0
 
 say() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 
-# System packages: Redis always; Chromium and its driver for the browser tests.
+# System packages: Redis always; Chromium and its driver for the browser tests,
+# and Prometheus for the dashboard test.
 packages=()
 command -v redis-server >/dev/null || packages+=(redis-server)
 if [ "$with_test_tools" = 1 ]; then
   command -v chromium >/dev/null || packages+=(chromium)
   command -v chromedriver >/dev/null || packages+=(chromium-driver)
+  # A real Prometheus evaluates the dashboard's queries (tests/prometheus.rs).
+  command -v prometheus >/dev/null || packages+=(prometheus)
 fi
 if [ "${#packages[@]}" -gt 0 ]; then
   sudo=""

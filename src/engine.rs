@@ -18,8 +18,11 @@ pub use crate::keys::{Bucket, Window};
 
 /// How long an `Idempotency-Key` remembers its first answer, in seconds (24 h).
 pub const IDEMPOTENCY_TTL_SECONDS: i64 = 86_400;
-/// How long a day's HyperLogLog of viewers lives after the day starts (2 days).
-pub const VIEWERS_TTL_SECONDS: i64 = 2 * 86_400;
+/// How long a day's HyperLogLog of viewers lives after the day starts (31
+/// days): long enough for the last 30 days' window and its daily series.
+pub const VIEWERS_TTL_SECONDS: i64 = 31 * 86_400;
+/// The widest window of unique viewers built from daily HyperLogLogs, in days.
+pub const UNIQUE_WINDOW_DAYS: i64 = 30;
 /// The most points one series read returns.
 pub const MAX_SERIES_POINTS: i64 = 1_440;
 /// The most items one batch read takes.
@@ -230,12 +233,37 @@ pub struct ItemSnapshot {
     pub likes: u64,
     /// Counted views.
     pub views: u64,
-    /// Distinct viewers today (UTC), estimated by a HyperLogLog (~0.81% error).
-    pub unique_viewers_today: u64,
+    /// Distinct viewers over several windows, estimated by HyperLogLogs (~0.81% error).
+    pub unique_viewers: UniqueViewers,
     /// Custom counters by name.
     pub counters: BTreeMap<String, CounterValue>,
     /// Whether the identity asking likes it; `None` without an identity.
     pub liked: Option<bool>,
+}
+
+/// Distinct viewers of an item over several windows, each estimated by a
+/// HyperLogLog (standard error ~0.81%). A window of days counts the UTC days
+/// ending today, today included. Each is at least the narrower ones before it
+/// (the estimates of separate HyperLogLogs could otherwise disagree by their error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UniqueViewers {
+    /// Today (UTC).
+    pub today: u64,
+    /// Today and the 6 days before.
+    pub last_7_days: u64,
+    /// Today and the 29 days before.
+    pub last_30_days: u64,
+    /// Every viewer since the item's all-time HyperLogLog was started.
+    pub all_time: u64,
+}
+
+/// One day of a unique-viewers series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UniquePoint {
+    /// The UTC day's start, unix seconds.
+    pub t: i64,
+    /// Distinct viewers that day (HyperLogLog estimate); 0 for days no longer kept.
+    pub unique_viewers: u64,
 }
 
 /// One bucket of a views series.
@@ -477,6 +505,7 @@ impl Engine {
             keys.push(self.keys.trending(window, start));
             args.push((start + window.ttl_seconds()).to_string());
         }
+        keys.push(self.keys.viewers_all_time(item));
         if let Some(idempotency) = idempotency {
             keys.push(self.keys.idempotency(&idempotency.key));
             args.push(idempotency.fingerprint.clone());
@@ -628,13 +657,19 @@ impl Engine {
     }
 
     fn read_call(&self, item: &ItemId, who: Option<&str>, now: i64) -> (Vec<String>, Vec<String>) {
-        let keys = vec![
+        let today = Bucket::Day.start(now);
+        let day = Bucket::Day.seconds();
+        let mut keys = vec![
             self.keys.stats(item),
             self.keys.counters(item),
-            self.keys.viewers(item, Bucket::Day.start(now)),
+            self.keys.viewers(item, today),
             self.keys.likers(item),
             self.keys.liker_bits(item),
+            self.keys.viewers_all_time(item),
         ];
+        keys.extend(
+            (1..UNIQUE_WINDOW_DAYS).map(|back| self.keys.viewers(item, today - back * day)),
+        );
         // Any canonical id's bit is read, whatever the mode: LIKES_STORE may
         // have been switched (GETBIT past a bitmap's end reads 0, allocating nothing).
         let offset = who.and_then(user_bit).map(|o| o.to_string());
@@ -688,6 +723,58 @@ impl Engine {
                     t,
                     views: non_negative(views),
                 })
+            })
+            .collect()
+    }
+
+    /// Distinct viewers per UTC day for every day from the one holding `from`
+    /// to the one holding `to`, as one pipeline of `PFCOUNT`s over the days
+    /// still kept (31 days up to `now`); older and future days read 0 without a
+    /// command. At most 1440 points.
+    pub async fn unique_series(
+        &self,
+        item: &ItemId,
+        from: i64,
+        to: i64,
+        now: i64,
+    ) -> Result<Vec<UniquePoint>, EngineError> {
+        if from > to {
+            return Err(InvalidRequest::SeriesBackwards.into());
+        }
+        let day = Bucket::Day.seconds();
+        let (first, last) = (Bucket::Day.start(from), Bucket::Day.start(to));
+        let count = (last - first) / day + 1;
+        if count > MAX_SERIES_POINTS {
+            return Err(InvalidRequest::SeriesTooLong.into());
+        }
+        let today = Bucket::Day.start(now);
+        let kept = |t: i64| t <= today && t + VIEWERS_TTL_SECONDS > now;
+        let starts: Vec<i64> = (0..count).map(|i| first + i * day).collect();
+        let commands: Vec<Vec<String>> = starts
+            .iter()
+            .filter(|&&t| kept(t))
+            .map(|&t| vec!["PFCOUNT".to_owned(), self.keys.viewers(item, t)])
+            .collect();
+        let mut answers = if commands.is_empty() {
+            Vec::new()
+        } else {
+            self.rest.pipeline(&commands).await?
+        }
+        .into_iter();
+        starts
+            .iter()
+            .map(|&t| {
+                let unique_viewers = if kept(t) {
+                    let answer = answers.next().ok_or_else(|| {
+                        EngineError::Unexpected("unique series: too few answers".into())
+                    })??;
+                    non_negative(
+                        as_i64(&answer).ok_or_else(|| unexpected("unique series", &answer))?,
+                    )
+                } else {
+                    0
+                };
+                Ok(UniquePoint { t, unique_viewers })
             })
             .collect()
     }
@@ -815,7 +902,9 @@ impl Engine {
 }
 
 fn snapshot(item: &ItemId, answer: &Value) -> Result<ItemSnapshot, EngineError> {
-    let Some([likes, views, unique, counters, liked]) = answer.as_array().map(Vec::as_slice) else {
+    let Some([likes, views, today, counters, liked, week, month, all_time]) =
+        answer.as_array().map(Vec::as_slice)
+    else {
         return Err(unexpected("read", answer));
     };
     let int = |v: &Value| as_i64(v).ok_or_else(|| unexpected("read", answer));
@@ -838,7 +927,17 @@ fn snapshot(item: &ItemId, answer: &Value) -> Result<ItemSnapshot, EngineError> 
         item: item.as_str().to_owned(),
         likes: non_negative(int(likes)?),
         views: non_negative(int(views)?),
-        unique_viewers_today: non_negative(int(unique)?),
+        unique_viewers: {
+            let today = non_negative(int(today)?);
+            let last_7_days = non_negative(int(week)?).max(today);
+            let last_30_days = non_negative(int(month)?).max(last_7_days);
+            UniqueViewers {
+                today,
+                last_7_days,
+                last_30_days,
+                all_time: non_negative(int(all_time)?).max(last_30_days),
+            }
+        },
         counters: map,
         liked: match int(liked)? {
             -1 => None,

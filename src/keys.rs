@@ -163,6 +163,12 @@ impl Keys {
         self.item(item, &format!("viewers:{day_start}"))
     }
 
+    /// The HyperLogLog of every viewer the item has had (since unique windows
+    /// were introduced); never expires.
+    pub fn viewers_all_time(&self, item: &ItemId) -> String {
+        self.item(item, "viewers:all")
+    }
+
     /// The rate-limit counter of `limiter` for the window starting at `window_start`.
     pub fn rate(&self, limiter: &str, window_start: i64) -> String {
         format!("{}:rl:{{{limiter}}}:{window_start}", self.prefix)

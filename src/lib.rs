@@ -11,6 +11,7 @@
 //!   - [`engine`]: the counting engine — likes, views, counters, reads — over [`rest`];
 //!   - [`token`]: HS256 identity tokens, verified and minted;
 //!   - [`viewer`]: anonymous viewer ids (a keyed daily hash) and bot detection;
+//!   - [`badge`]: README badges — count formatting, text widths, the SVG;
 //!   - [`metrics`]: the worker's metrics, counted per isolate, summed in Redis, rendered as OpenMetrics;
 //! - [`edge`] (wasm32 only): the HTTP edge — entry point, router, handlers, config,
 //!   the `fetch` transport. The static files are Workers Static Assets (`assets/`).
@@ -18,6 +19,7 @@
 // No unwrap()/expect() in serving code; tests may panic on setup failures.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod badge;
 pub mod engine;
 pub mod item;
 pub mod keys;

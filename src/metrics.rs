@@ -31,7 +31,7 @@ pub const LATENCY_BUCKETS_MS: [f64; 33] = [
 
 /// The route patterns of the worker's router, as in the OpenAPI document. Requests
 /// are labelled with these, never with the raw path, so no item id becomes a label.
-pub const ROUTES: [&str; 13] = [
+pub const ROUTES: [&str; 14] = [
     "/",
     "/tally.js",
     "/healthz",
@@ -44,6 +44,7 @@ pub const ROUTES: [&str; 13] = [
     "/v1/items/{item}/views",
     "/v1/items/{item}/views/series",
     "/v1/items/{item}/counters/{name}",
+    "/v1/items/{item}/badge.svg",
     "/v1/trending",
 ];
 

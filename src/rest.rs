@@ -402,10 +402,12 @@ fn script_command<'a>(
     command
 }
 
-/// Key counts as text without allocating; no script takes more than 15 keys
-/// (a view with an `Idempotency-Key` takes 11).
-const NUMBERS: [&str; 16] = [
-    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15",
+/// Key counts as text without allocating; no script takes more than 47 keys
+/// (a read takes 35: five, the all-time viewers and 29 past days' viewers).
+const NUMBERS: [&str; 48] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    "17", "18", "19", "20", "21", "22", "23", "24", "25", "26", "27", "28", "29", "30", "31", "32",
+    "33", "34", "35", "36", "37", "38", "39", "40", "41", "42", "43", "44", "45", "46", "47",
 ];
 
 /// One `{"result": …}` or `{"error": "…"}`.
@@ -443,6 +445,9 @@ mod tests {
             script_command("EVALSHA", "abc", &keys, &args),
             ["EVALSHA", "abc", "2", "k1", "k2", "a"]
         );
+        // A read takes 35 keys: the count must not fall back to "0".
+        let many: Vec<String> = (0..35).map(|i| format!("k{i}")).collect();
+        assert_eq!(script_command("EVALSHA", "abc", &many, &args)[2], "35");
     }
 
     #[test]

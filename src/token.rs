@@ -22,6 +22,9 @@ pub struct Claims {
     pub sub: String,
     /// Expiry, in unix seconds.
     pub exp: i64,
+    /// False when the token carries `"tally": {"count_views": false}`: the
+    /// site's own people, whose views are answered but never counted.
+    pub count_views: bool,
 }
 
 /// Why a token was refused. The edge answers every one with `401`.
@@ -53,6 +56,9 @@ struct Header {
 struct RawClaims {
     sub: Option<String>,
     exp: Option<serde_json::Number>,
+    /// Tally's own claims; anything else in it (or a `tally` that is not an
+    /// object) is ignored rather than refused.
+    tally: Option<serde_json::Value>,
 }
 
 /// Checks `token` against `secret` at unix time `now` and returns its claims.
@@ -88,13 +94,27 @@ pub fn verify(token: &str, secret: &[u8], now: i64) -> Result<Claims, TokenError
     if exp <= now {
         return Err(TokenError::Expired);
     }
-    Ok(Claims { sub, exp })
+    let count_views = raw
+        .tally
+        .as_ref()
+        .and_then(|tally| tally.get("count_views"))
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(true);
+    Ok(Claims {
+        sub,
+        exp,
+        count_views,
+    })
 }
 
 /// Mints an HS256 token carrying `claims`.
 pub fn sign(claims: &Claims, secret: &[u8]) -> String {
     const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
-    let payload = serde_json::json!({"sub": claims.sub, "exp": claims.exp}).to_string();
+    let mut payload = serde_json::json!({"sub": claims.sub, "exp": claims.exp});
+    if !claims.count_views {
+        payload["tally"] = serde_json::json!({"count_views": false});
+    }
+    let payload = payload.to_string();
     let signing_input = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(HEADER),
@@ -145,9 +165,34 @@ mod tests {
         let claims = Claims {
             sub: "user-1".into(),
             exp: NOW + 60,
+            count_views: true,
         };
         let token = sign(&claims, SECRET);
         assert_eq!(verify(&token, SECRET, NOW), Ok(claims));
+    }
+
+    #[test]
+    fn reads_the_count_views_claim_and_defaults_to_counting() {
+        let owner = Claims {
+            sub: "owner".into(),
+            exp: NOW + 60,
+            count_views: false,
+        };
+        let token = sign(&owner, SECRET);
+        assert_eq!(verify(&token, SECRET, NOW), Ok(owner));
+        for tally in [
+            r#"{"count_views":true}"#,
+            r#""yes""#,
+            r#"{"count_views":"no"}"#,
+            "{}",
+        ] {
+            let payload = format!(r#"{{"sub":"u","exp":{},"tally":{tally}}}"#, NOW + 60);
+            let token = token_with(r#"{"alg":"HS256","typ":"JWT"}"#, &payload, SECRET);
+            assert!(
+                verify(&token, SECRET, NOW).expect("valid").count_views,
+                "{tally}"
+            );
+        }
     }
 
     #[test]
@@ -156,6 +201,7 @@ mod tests {
             &Claims {
                 sub: "u".into(),
                 exp: NOW + 60,
+                count_views: true,
             },
             b"another secret",
         );
@@ -168,6 +214,7 @@ mod tests {
             &Claims {
                 sub: "u".into(),
                 exp: NOW + 60,
+                count_views: true,
             },
             SECRET,
         );
@@ -183,6 +230,7 @@ mod tests {
             &Claims {
                 sub: "u".into(),
                 exp: NOW,
+                count_views: true,
             },
             SECRET,
         );

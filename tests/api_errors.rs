@@ -54,7 +54,10 @@ async fn an_unknown_item_reads_as_zeros() {
     assert_eq!(reply.status, 200);
     assert_eq!(
         reply.body,
-        json!({"item": item, "likes": 0, "views": 0, "unique_viewers_today": 0, "counters": {}})
+        json!({
+            "item": item, "likes": 0, "views": 0, "unique_viewers_today": 0, "counters": {},
+            "unique_viewers": {"today": 0, "last_7_days": 0, "last_30_days": 0, "all_time": 0},
+        })
     );
 }
 

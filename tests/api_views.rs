@@ -162,6 +162,53 @@ async fn the_series_has_every_bucket_in_range_with_zeros_where_none() {
 }
 
 #[tokio::test]
+async fn a_read_shows_unique_viewers_over_every_window_and_the_deprecated_field() {
+    let item = unique("uv-read");
+    for who in ["uv1", "uv2", "uv3"] {
+        view(&item, Some(&token_for(who)), BROWSER, None).await;
+    }
+    view(&item, Some(&token_for("uv1")), BROWSER, None).await;
+    let http = reqwest::Client::new();
+    let reply = send(http.get(shared().worker.url(&format!("/v1/items/{item}")))).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(
+        reply.body["unique_viewers"],
+        json!({"today": 3, "last_7_days": 3, "last_30_days": 3, "all_time": 3})
+    );
+    assert_eq!(reply.body["unique_viewers_today"], 3);
+    let batch = send(http.get(shared().worker.url(&format!("/v1/items?ids={item}")))).await;
+    assert_eq!(
+        batch.body["items"][0]["unique_viewers"],
+        reply.body["unique_viewers"]
+    );
+}
+
+#[tokio::test]
+async fn a_unique_series_gives_distinct_viewers_per_day() {
+    let item = unique("uv-series");
+    for who in ["us1", "us2"] {
+        view(&item, Some(&token_for(who)), BROWSER, None).await;
+        view(&item, Some(&token_for(who)), BROWSER, None).await;
+    }
+    let http = reqwest::Client::new();
+    let url = shared().worker.url(&format!(
+        "/v1/items/{item}/views/series?bucket=day&metric=unique"
+    ));
+    let reply = send(http.get(url)).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(reply.body["metric"], "unique");
+    assert_eq!(reply.body["bucket"], "day");
+    let points = reply.body["points"].as_array().expect("points");
+    assert_eq!(points.len(), 60);
+    assert_eq!(points[59]["unique_viewers"], 2, "{:?}", points[59]);
+    let earlier: u64 = points[..59]
+        .iter()
+        .map(|p| p["unique_viewers"].as_u64().expect("unique_viewers"))
+        .sum();
+    assert_eq!(earlier, 0);
+}
+
+#[tokio::test]
 async fn a_series_over_1440_points_or_with_a_bad_bucket_is_400() {
     let http = reqwest::Client::new();
     for query in [
@@ -169,6 +216,10 @@ async fn a_series_over_1440_points_or_with_a_bad_bucket_is_400() {
         "bucket=week&from=0&to=60",
         "bucket=minute&from=600&to=0",
         "bucket=minute&from=abc&to=60",
+        "bucket=hour&metric=unique",
+        "bucket=minute&metric=unique",
+        "metric=unique",
+        "bucket=day&metric=likes",
     ] {
         let url = shared()
             .worker
@@ -210,5 +261,39 @@ async fn trending_lists_counted_views_most_viewed_first() {
     assert!(
         views.windows(2).all(|w| w[0] >= w[1]),
         "most viewed first: {views:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_token_that_says_count_views_false_is_answered_and_never_counted() {
+    let item = unique("owner");
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+        + 3600;
+    let owner = tally::token::sign(
+        &tally::token::Claims {
+            sub: "site-owner".into(),
+            exp,
+            count_views: false,
+        },
+        support::JWT_SECRET.as_bytes(),
+    );
+    view(&item, Some(&token_for("reader")), BROWSER, None).await;
+    for _ in 0..2 {
+        let reply = view(&item, Some(&owner), BROWSER, None).await;
+        assert_eq!(reply.status, 200);
+        assert_eq!(
+            reply.body,
+            json!({"item": item, "views": 1, "counted": false})
+        );
+    }
+    let http = reqwest::Client::new();
+    let read = send(http.get(shared().worker.url(&format!("/v1/items/{item}")))).await;
+    assert_eq!(read.body["views"], 1);
+    assert_eq!(
+        read.body["unique_viewers"]["all_time"], 1,
+        "the owner is no viewer"
     );
 }

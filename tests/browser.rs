@@ -536,3 +536,109 @@ async fn the_demo_page_shows_items_a_chart_and_trending_and_is_kept_as_a_screens
     eprintln!("demo page screenshot: {}", path.display());
     b.close().await;
 }
+
+#[tokio::test]
+async fn the_tally_ignore_fragment_and_ignore_me_stop_this_browser_counting_views() {
+    let site = Site::shared();
+    let item = "browser:ignore-me";
+    let views = format!("tally-views[item=\"{item}\"]");
+    let shown = format!("document.querySelector('{views}').hasAttribute('views')");
+    let b = Browser::launch().await;
+
+    // A visit with #tally-ignore: counts show, nothing is recorded, and it sticks.
+    b.goto(&format!("{}#tally-ignore", site.page_with(&[item])))
+        .await;
+    b.wait_until(&shown, "the view count shows").await;
+    assert_eq!(b.attr(&views, "views").await.as_deref(), Some("0"));
+    assert_eq!(b.attr(&views, "ignored").await.as_deref(), Some(""));
+    assert_eq!(b.eval("return window.events;", vec![]).await, json!([]));
+    assert_eq!(
+        b.eval(
+            "return [Tally.ignored(), localStorage.getItem('tally:ignore')];",
+            vec![]
+        )
+        .await,
+        json!([true, "1"])
+    );
+    b.goto(&site.page_with(&[item])).await;
+    b.wait_until(&shown, "the view count shows without the fragment")
+        .await;
+    assert_eq!(b.attr(&views, "views").await.as_deref(), Some("0"));
+    assert_eq!(site.item(item).await["views"], 0);
+
+    // Tally.ignoreMe(false) counts this browser again from the next page load.
+    b.eval("Tally.ignoreMe(false);", vec![]).await;
+    assert_eq!(b.attr(&views, "ignored").await, None);
+    b.goto(&site.page_with(&[item])).await;
+    b.wait_until(&shown, "the view count shows once counted")
+        .await;
+    assert_eq!(b.attr(&views, "views").await.as_deref(), Some("1"));
+    assert_eq!(site.item(item).await["views"], 1);
+
+    // And Tally.ignoreMe(true) stops it again, kept across loads.
+    b.eval("Tally.ignoreMe(true);", vec![]).await;
+    b.goto(&site.page_with(&[item])).await;
+    b.wait_until(&shown, "the view count shows while ignored")
+        .await;
+    assert_eq!(b.eval("return window.events;", vec![]).await, json!([]));
+    assert_eq!(b.attr(&views, "ignored").await.as_deref(), Some(""));
+    b.close().await;
+}
+
+#[tokio::test]
+async fn the_demo_page_shows_the_ignored_state_and_counts_again_on_request() {
+    let site = Site::shared();
+    let b = Browser::launch().await;
+    b.goto(&format!("{}#tally-ignore", site.stack.worker.url("/")))
+        .await;
+    b.wait_until(
+        "!document.getElementById('ignored').hidden && document.querySelector('tally-views[item=\"demo:home\"][ignored]')",
+        "the demo page says this browser is ignored",
+    )
+    .await;
+    b.client
+        .find(fantoccini::Locator::Id("count-me"))
+        .await
+        .expect("the count-me link")
+        .click()
+        .await
+        .expect("click");
+    b.wait_until(
+        "document.getElementById('ignored').hidden && localStorage.getItem('tally:ignore') === null",
+        "the demo page counts this browser again",
+    )
+    .await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn tally_views_with_metric_unique_shows_unique_visitors() {
+    let site = Site::shared();
+    let item = "browser:unique";
+    let b = Browser::launch().await;
+    b.goto(&site.page_with(&[item])).await;
+    b.eval(
+        &format!(
+            "document.body.insertAdjacentHTML('beforeend', \
+             '<tally-views id=\"all\" item=\"{item}\" metric=\"unique\"></tally-views>\
+              <tally-views id=\"today\" item=\"{item}\" metric=\"unique\" window=\"today\"></tally-views>');"
+        ),
+        vec![],
+    )
+    .await;
+    b.wait_until(
+        "document.getElementById('all').getAttribute('visitors') === '1' && \
+         document.getElementById('today').getAttribute('visitors') === '1'",
+        "both unique counts show this browser",
+    )
+    .await;
+    let text = b
+        .eval(
+            "return [...document.getElementById('all').shadowRoot.querySelectorAll('span')].map((s) => s.textContent).join('');",
+            vec![],
+        )
+        .await;
+    assert_eq!(text, "1 visitor");
+    assert_eq!(site.item(item).await["unique_viewers"]["all_time"], 1);
+    b.close().await;
+}

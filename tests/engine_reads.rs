@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use engine_common::{Setup, item, real_now, unique};
 use tally::engine::{
     Amount, Bucket, CounterValue, EngineError, Idempotency, ItemSnapshot, LikesStore, Settings,
-    Window,
+    UniqueViewers, Window,
 };
 use tally::item::{CounterName, ItemId, decode_segment};
 
@@ -22,7 +22,7 @@ async fn an_unknown_item_reads_as_zeros() {
         item: page.as_str().to_owned(),
         likes: 0,
         views: 0,
-        unique_viewers_today: 0,
+        unique_viewers: UniqueViewers::default(),
         counters: BTreeMap::new(),
         liked: None,
     };
@@ -65,7 +65,7 @@ async fn a_read_shows_counts_counters_viewers_and_the_callers_like() {
         (
             snapshot.likes,
             snapshot.views,
-            snapshot.unique_viewers_today
+            snapshot.unique_viewers.today
         ),
         (2, 1, 1)
     );
@@ -195,6 +195,8 @@ async fn every_operation_is_one_round_trip() {
         .await
         .unwrap();
     note("series", setup.trips.take());
+    engine.unique_series(&page, 0, 1_000, 1_000).await.unwrap();
+    note("unique series", setup.trips.take());
     engine.admit("ip:1", 1_000).await.unwrap();
     note("admit", setup.trips.take());
     engine.trending(Window::Hour, 10, 1_000).await.unwrap();

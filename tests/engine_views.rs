@@ -10,7 +10,8 @@ mod support;
 
 use engine_common::{Setup, item, real_now, unique};
 use tally::engine::{
-    Bucket, EngineError, Idempotency, Point, Settings, Trend, ViewOutcome, Window,
+    Bucket, EngineError, Idempotency, Point, Settings, Trend, UniquePoint, UniqueViewers,
+    ViewOutcome, Window,
 };
 use tally::item::ItemId;
 
@@ -197,7 +198,7 @@ async fn a_bot_is_answered_the_count_and_counted_nowhere() {
         .unwrap();
     assert_eq!(bot.outcome, recorded(1, false));
     let snapshot = setup.engine.read(&page, None, now).await.unwrap();
-    assert_eq!((snapshot.views, snapshot.unique_viewers_today), (1, 1));
+    assert_eq!((snapshot.views, snapshot.unique_viewers.today), (1, 1));
     let points = setup
         .engine
         .series(&page, Bucket::Minute, now, now)
@@ -219,7 +220,7 @@ async fn unique_viewers_are_per_utc_day() {
         ..Settings::default()
     });
     let page = item(&unique("page"));
-    // Today in real time: a day's viewers expire two days after it starts.
+    // Today in real time: a day's viewers expire 31 days after it starts.
     let day = Bucket::Day.start(real_now());
     for (viewer, t) in [
         ("a", day + 10),
@@ -232,9 +233,98 @@ async fn unique_viewers_are_per_utc_day() {
     view(&setup, &page, "a", day + 86_400).await;
     let today = setup.engine.read(&page, None, day + 100).await.unwrap();
     // Views are all-time; viewers are today's.
-    assert_eq!((today.views, today.unique_viewers_today), (5, 3));
+    assert_eq!((today.views, today.unique_viewers.today), (5, 3));
     let tomorrow = setup.engine.read(&page, None, day + 86_400).await.unwrap();
-    assert_eq!((tomorrow.views, tomorrow.unique_viewers_today), (5, 1));
+    assert_eq!((tomorrow.views, tomorrow.unique_viewers.today), (5, 1));
+    // Yesterday still counts in the windows of several days.
+    assert_eq!(tomorrow.unique_viewers.last_7_days, 3);
+}
+
+#[tokio::test]
+async fn unique_viewers_over_7_30_days_and_all_time_are_one_read() {
+    let setup = Setup::start(Settings {
+        view_dedupe_seconds: 60,
+        ..Settings::default()
+    });
+    let page = item(&unique("windows"));
+    let now = real_now();
+    let d = 86_400;
+    // "old" viewed 40 days ago: that day's HyperLogLog is gone (it expired
+    // 31 days after the day began), but the all-time one keeps the viewer.
+    for (viewer, t) in [
+        ("old", now - 40 * d),
+        ("month", now - 20 * d),
+        ("week", now - 3 * d),
+        ("week", now - 2 * d),
+        ("a", now - 3 * d),
+        ("a", now),
+        ("b", now),
+    ] {
+        view(&setup, &page, viewer, t).await;
+    }
+    let day = Bucket::Day.start(now);
+    let kept = setup.cli(&["TTL", &setup.engine.keys().viewers(&page, day)]);
+    let kept: i64 = kept.parse().unwrap();
+    assert!(kept > 30 * d && kept <= 31 * d, "{kept}");
+    setup.load_scripts().await;
+    setup.trips.reset();
+    let snapshot = setup.engine.read(&page, None, now).await.unwrap();
+    assert_eq!(setup.trips.count(), 1);
+    assert_eq!(
+        snapshot.unique_viewers,
+        UniqueViewers {
+            today: 2,
+            last_7_days: 3,
+            last_30_days: 4,
+            all_time: 5,
+        }
+    );
+    let batch = setup
+        .engine
+        .read_many(std::slice::from_ref(&page), None, now)
+        .await
+        .unwrap();
+    assert_eq!(batch[0].unique_viewers, snapshot.unique_viewers);
+}
+
+#[tokio::test]
+async fn a_unique_series_counts_each_kept_day_in_one_pipeline() {
+    let setup = Setup::start(Settings {
+        view_dedupe_seconds: 60,
+        ..Settings::default()
+    });
+    let page = item(&unique("daily"));
+    let now = real_now();
+    let d = 86_400;
+    let today = Bucket::Day.start(now);
+    for (viewer, t) in [("a", now - 2 * d), ("b", now - 2 * d), ("a", now)] {
+        view(&setup, &page, viewer, t).await;
+    }
+    setup.trips.reset();
+    let points = setup
+        .engine
+        .unique_series(&page, now - 3 * d, now + d, now)
+        .await
+        .unwrap();
+    assert_eq!(setup.trips.take(), ["PIPELINE"]);
+    let expected: Vec<UniquePoint> = [0, 2, 0, 1, 0]
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| UniquePoint {
+            t: today + (i as i64 - 3) * d,
+            unique_viewers: n,
+        })
+        .collect();
+    assert_eq!(points, expected);
+    // Days older than 31 days are no longer kept: zeros, and no command.
+    let old = setup
+        .engine
+        .unique_series(&page, now - 60 * d, now - 40 * d, now)
+        .await
+        .unwrap();
+    assert_eq!(setup.trips.count(), 0);
+    assert!(old.iter().all(|p| p.unique_viewers == 0));
+    assert_eq!(old.len(), 21);
 }
 
 #[tokio::test]

@@ -397,6 +397,40 @@ async fn real_responses_of_every_route_and_error_match_the_document() {
     .await;
     c.send(
         Method::GET,
+        SERIES,
+        &format!("{page}/views/series?bucket=day&metric=unique"),
+        none,
+    )
+    .await;
+    c.send(
+        Method::GET,
+        SERIES,
+        &format!("{page}/views/series?bucket=hour&metric=unique"),
+        none,
+    )
+    .await;
+    const BADGE: &str = "/v1/items/{item}/badge.svg";
+    let badge = format!("{page}/badge.svg?metric=likes&label=a%3Cb&color=4c1&style=flat-square");
+    c.send(Method::GET, BADGE, &badge, none).await;
+    let etag = c
+        .seen
+        .last()
+        .map(|o| o.headers["etag"].clone())
+        .expect("seen");
+    let etag = etag.as_str().unwrap_or_default().to_owned();
+    c.send(Method::GET, BADGE, &badge, |r| {
+        r.header("If-None-Match", etag)
+    })
+    .await;
+    c.send(
+        Method::GET,
+        BADGE,
+        &format!("{page}/badge.svg?color=nope"),
+        none,
+    )
+    .await;
+    c.send(
+        Method::GET,
         "/v1/trending",
         "/v1/trending?window=day&limit=5",
         none,

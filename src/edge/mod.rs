@@ -101,6 +101,7 @@ async fn dispatch(
         Route::Series(item) => handlers::views::series(req, config, item).await,
         Route::Counter(item, name) => handlers::counters::add(req, config, item, name).await,
         Route::Trending => handlers::items::trending(req, config).await,
+        Route::Badge(item) => handlers::badge::badge(req, config, item).await,
         Route::Metrics => metrics::serve(req, config).await,
         // Answered above, before the configuration is needed.
         Route::Demo | Route::Embed | Route::OpenApi => Err(AppError::NotFound),

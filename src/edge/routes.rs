@@ -33,6 +33,8 @@ pub enum Route<'a> {
     Series(&'a str),
     /// `/v1/items/{item}/counters/{name}`.
     Counter(&'a str, &'a str),
+    /// `/v1/items/{item}/badge.svg`.
+    Badge(&'a str),
     /// `/v1/trending`.
     Trending,
 }
@@ -55,6 +57,7 @@ impl<'a> Route<'a> {
             ["v1", "items", item, "views"] => Route::Views(item),
             ["v1", "items", item, "views", "series"] => Route::Series(item),
             ["v1", "items", item, "counters", name] => Route::Counter(item, name),
+            ["v1", "items", item, "badge.svg"] => Route::Badge(item),
             ["v1", "trending"] => Route::Trending,
             _ => return None,
         })
@@ -75,6 +78,7 @@ impl<'a> Route<'a> {
             Route::Views(_) => "/v1/items/{item}/views",
             Route::Series(_) => "/v1/items/{item}/views/series",
             Route::Counter(..) => "/v1/items/{item}/counters/{name}",
+            Route::Badge(_) => "/v1/items/{item}/badge.svg",
             Route::Trending => "/v1/trending",
         }
     }

@@ -5,11 +5,15 @@
 -- KEYS[3]  viewers  the HyperLogLog of today's (UTC) viewers
 -- KEYS[4]  likers   the item's Set of identities
 -- KEYS[5]  bits     the item's Bitmap of integer user ids
+-- KEYS[6]  viewers_all_time  the item's HyperLogLog of every viewer
+-- KEYS[7..35] the HyperLogLogs of the 29 UTC days before today, newest first
 -- ARGV[1]  now      unix seconds (the caller's clock; chose KEYS[3])
 -- ARGV[2]  who      the identity asking, or '' for none
 -- ARGV[3]  offset   the identity's bit when it is a canonical integer id below 2^32, else ''
 --
--- Returns {likes, views, unique_viewers_today, {name, value, ...}, liked}:
+-- Returns {likes, views, unique_viewers_today, {name, value, ...}, liked,
+-- unique_last_7_days, unique_last_30_days, unique_all_time}: a window is one
+-- PFCOUNT over its days' HyperLogLogs (Redis merges them, ~0.81% error);
 -- liked is -1 without an identity, else 0/1 (a like in either store counts:
 -- LIKES_STORE may have been switched); counter values are the strings Redis
 -- keeps, whatever they are (the engine reads them); a count that is not a
@@ -34,4 +38,7 @@ return {
   redis.call('PFCOUNT', viewers),
   redis.call('HGETALL', counters),
   liked,
+  redis.call('PFCOUNT', viewers, unpack(KEYS, 7, 12)),
+  redis.call('PFCOUNT', viewers, unpack(KEYS, 7, 35)),
+  redis.call('PFCOUNT', KEYS[6]),
 }

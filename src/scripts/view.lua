@@ -9,10 +9,11 @@
 -- KEYS[5]  minute    the view counter of the minute bucket holding `now`
 -- KEYS[6]  hour      ... of the hour bucket
 -- KEYS[7]  day       ... of the day bucket
--- KEYS[8]  viewers   the HyperLogLog of today's (UTC) viewers
+-- KEYS[8]  viewers   the HyperLogLog of today's (UTC) viewers (kept 31 days)
 -- KEYS[9]  trending_hour  the sorted set of views per item for the hour holding `now`
 -- KEYS[10] trending_day   ... for the UTC day holding `now`
--- KEYS[11] idem      optional: the record of the first answer to this Idempotency-Key
+-- KEYS[11] viewers_all_time  the item's HyperLogLog of every viewer (never expires)
+-- KEYS[12] idem      optional: the record of the first answer to this Idempotency-Key
 --                     (not per item: the key on another item is a conflict)
 -- ARGV[1]  now       unix seconds (the caller's clock)
 -- ARGV[2]  limit     writes allowed per window to KEYS[1]
@@ -26,11 +27,11 @@
 -- ARGV[10] minute_expire_at  unix time the minute bucket expires (start + 48 h)
 -- ARGV[11] hour_expire_at    ... the hour bucket (start + 35 d)
 -- ARGV[12] day_expire_at     ... the day bucket (start + 400 d)
--- ARGV[13] viewers_expire_at ... today's viewers (day start + 2 d)
+-- ARGV[13] viewers_expire_at ... today's viewers (day start + 31 d)
 -- ARGV[14] item              the item id (the trending sets' member)
 -- ARGV[15] trending_hour_expire_at  unix time the hour's trending set expires (start + 2 h)
 -- ARGV[16] trending_day_expire_at   ... the day's (start + 2 d)
--- ARGV[17] fingerprint       of the request, when KEYS[11] is given
+-- ARGV[17] fingerprint       of the request, when KEYS[12] is given
 -- ARGV[18] idem_ttl          seconds an idempotency record lives (24 h)
 --
 -- Returns {status, rate_count, reset_seconds, views, counted}: status 1
@@ -43,7 +44,7 @@
 -- sets, the idempotency record and the rate limits must agree: a retried or
 -- concurrent request must either see the marker or the record and count
 -- nothing, or count everything exactly once.
-local rate, stats, seen, viewers, idem = KEYS[1], KEYS[3], KEYS[4], KEYS[8], KEYS[11]
+local rate, stats, seen, viewers, idem = KEYS[1], KEYS[3], KEYS[4], KEYS[8], KEYS[12]
 local now, limit, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local viewer, dedupe, countable = ARGV[7], tonumber(ARGV[8]), ARGV[9] == '1'
 local fingerprint, idem_ttl = ARGV[17], ARGV[18]
@@ -88,6 +89,7 @@ if countable then
   -- Every countable view names a viewer of today, even a deduplicated one
   -- whose counted view was yesterday.
   redis.call('PFADD', viewers, viewer)
+  redis.call('PFADD', KEYS[11], viewer)
   if redis.call('TTL', viewers) < 0 then
     redis.call('EXPIREAT', viewers, ARGV[13])
   end

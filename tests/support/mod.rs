@@ -404,6 +404,7 @@ pub fn token_for(sub: &str) -> String {
         &tally::token::Claims {
             sub: sub.to_owned(),
             exp,
+            count_views: true,
         },
         JWT_SECRET.as_bytes(),
     )

@@ -1,5 +1,6 @@
 //! Route handlers: thin functions from a request to the engine and back.
 
+pub mod badge;
 pub mod counters;
 pub mod items;
 pub mod likes;
@@ -73,7 +74,13 @@ pub fn snapshot_json(snapshot: &ItemSnapshot) -> Value {
         "item": snapshot.item,
         "likes": snapshot.likes,
         "views": snapshot.views,
-        "unique_viewers_today": snapshot.unique_viewers_today,
+        "unique_viewers_today": snapshot.unique_viewers.today,
+        "unique_viewers": {
+            "today": snapshot.unique_viewers.today,
+            "last_7_days": snapshot.unique_viewers.last_7_days,
+            "last_30_days": snapshot.unique_viewers.last_30_days,
+            "all_time": snapshot.unique_viewers.all_time,
+        },
         "counters": counters,
     });
     if let (Some(liked), Some(object)) = (snapshot.liked, body.as_object_mut()) {

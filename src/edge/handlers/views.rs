@@ -18,8 +18,12 @@ pub async fn record(req: &Request, config: &Config, raw_item: &str) -> Result<Re
     let item = item_id(raw_item)?;
     let idempotency_key = idempotency_key(req)?;
     let user_agent = http::header(req, "User-Agent").unwrap_or_default();
+    // A token with `"tally": {"count_views": false}` (the site's own people)
+    // is answered like a bot: the current count, nothing counted.
+    let mut counts_views = true;
     let (viewer, subject, network) = match identity::optional(req, config, now)? {
         Some(claims) => {
+            counts_views = claims.count_views;
             let network = identity::visitor_network(req, config, &claims, now);
             (claims.sub.clone(), claims.sub, network)
         }
@@ -40,7 +44,7 @@ pub async fn record(req: &Request, config: &Config, raw_item: &str) -> Result<Re
         key,
     });
     let engine = config.engine();
-    let countable = !viewer::is_bot(&user_agent);
+    let countable = counts_views && !viewer::is_bot(&user_agent);
     let limited = engine
         .view(
             &item,
@@ -68,7 +72,8 @@ pub async fn record(req: &Request, config: &Config, raw_item: &str) -> Result<Re
     Ok(response)
 }
 
-/// `GET /v1/items/{item}/views/series?bucket=&from=&to=`.
+/// `GET /v1/items/{item}/views/series?bucket=&from=&to=&metric=`: views per
+/// bucket, or with `metric=unique` distinct viewers per day (`bucket=day` only).
 pub async fn series(req: &Request, config: &Config, raw_item: &str) -> Result<Response, AppError> {
     let item = item_id(raw_item)?;
     let query = http::query(req)?;
@@ -91,6 +96,25 @@ pub async fn series(req: &Request, config: &Config, raw_item: &str) -> Result<Re
     };
     if from > to {
         return Err(invalid("from must not be after to"));
+    }
+    match param("metric").unwrap_or("views") {
+        "views" => {}
+        "unique" if bucket == Bucket::Day => {
+            let points = config
+                .engine()
+                .unique_series(&item, from, to, http::now())
+                .await?;
+            let points: Vec<_> = points
+                .iter()
+                .map(|p| serde_json::json!({"t": p.t, "unique_viewers": p.unique_viewers}))
+                .collect();
+            let body = serde_json::json!({
+                "item": item.as_str(), "bucket": "day", "metric": "unique", "points": points,
+            });
+            return Ok(http::json(200, &body)?);
+        }
+        "unique" => return Err(invalid("metric=unique takes bucket=day")),
+        _ => return Err(invalid("metric must be views or unique")),
     }
     let points = config.engine().series(&item, bucket, from, to).await?;
     let points: Vec<_> = points

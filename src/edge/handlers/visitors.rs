@@ -28,6 +28,7 @@ pub async fn issue(req: &Request, config: &Config) -> Result<Response, AppError>
     let claims = Claims {
         sub: visitor.clone(),
         exp: expires_at,
+        count_views: true,
     };
     let token = token::sign(&claims, config.jwt_secret.as_bytes());
     let body = serde_json::json!({"token": token, "visitor": visitor, "expires_at": expires_at});
