@@ -36,7 +36,8 @@ const VISITOR_PREFIX = "anon:";
 const MAX_BATCH = 100;
 const MAX_SUBJECT_BYTES = 256;
 const IDEMPOTENCY_TTL = 86400;
-const VIEWERS_TTL = 2 * 86400;
+const VIEWERS_TTL = 31 * 86400;
+const UNIQUE_WINDOW_DAYS = 30;
 const BUCKETS = [
   ["minute", 60, 48 * 3600],
   ["hour", 3600, 35 * 86400],
@@ -220,6 +221,7 @@ async function view(request, rawItem, s) {
     keys.push(`${s.prefix}:trending:${name}:${start}`);
     args.push(start + 2 * width);
   }
+  keys.push(itemKey(s, item, "viewers:all"));
   if (idempotencyKey !== null) {
     keys.push(`${s.prefix}:idem:{${idempotencyKey}}`);
     args.push(await fingerprint(item, viewer), IDEMPOTENCY_TTL);
@@ -278,12 +280,13 @@ async function readMany(request, url, s) {
 
 function readCall(s, item, who, now) {
   const day = now - (now % 86400);
-  const keys = ["stats", "counters", `viewers:${day}`, "likers", "likers:bits"].map((k) => itemKey(s, item, k));
+  const keys = ["stats", "counters", `viewers:${day}`, "likers", "likers:bits", "viewers:all"].map((k) => itemKey(s, item, k));
+  for (let back = 1; back < UNIQUE_WINDOW_DAYS; back++) keys.push(itemKey(s, item, `viewers:${day - back * 86400}`));
   // Any canonical id's bit is read, whatever LIKES_STORE says now: it may have been switched.
   return [keys, [String(now), who, String(userBit(who) ?? "")]];
 }
 
-function snapshot(item, [likes, views, unique, flat, liked]) {
+function snapshot(item, [likes, views, today, flat, liked, week, month, allTime]) {
   const counters = {};
   for (let i = 0; i + 1 < flat.length; i += 2) {
     const value = Number(flat[i + 1]);
@@ -291,7 +294,10 @@ function snapshot(item, [likes, views, unique, flat, liked]) {
   }
   const body = { counters, item };
   if (liked !== -1) body.liked = liked === 1;
-  return Object.assign(body, { likes: Math.max(0, likes), unique_viewers_today: unique, views: Math.max(0, views) });
+  const last7 = Math.max(week, today);
+  const last30 = Math.max(month, last7);
+  const unique = { all_time: Math.max(allTime, last30), last_30_days: last30, last_7_days: last7, today };
+  return Object.assign(body, { likes: Math.max(0, likes), unique_viewers: unique, unique_viewers_today: today, views: Math.max(0, views) });
 }
 
 // --- identity: HS256 JSON Web Tokens through Web Crypto ---
