@@ -186,6 +186,18 @@ impl Keys {
         format!("{}:{{#metrics}}:batch:{isolate}", self.prefix)
     }
 
+    /// Stream `shard` (`0..outbox::SHARDS`) of the outbox: the events of the
+    /// items [`crate::outbox::shard`] maps there, until the system of record
+    /// has applied them.
+    pub fn outbox(&self, shard: usize) -> String {
+        format!("{}:{{#outbox:{shard}}}", self.prefix)
+    }
+
+    /// The lease of the reconciliation pass that is running, if any.
+    pub fn reconcile_lease(&self) -> String {
+        format!("{}:{{#record}}:lease", self.prefix)
+    }
+
     /// The sorted set of view counts per item for one trending window.
     pub fn trending(&self, window: Window, start: i64) -> String {
         format!("{}:trending:{}:{start}", self.prefix, window.as_str())
@@ -212,6 +224,8 @@ mod tests {
         assert_eq!(keys.rate("ip:1.2.3.4", 60), "tally:rl:{ip:1.2.3.4}:60");
         assert_eq!(keys.metrics(), "tally:{#metrics}");
         assert_eq!(keys.metrics_batch("i1"), "tally:{#metrics}:batch:i1");
+        assert_eq!(keys.outbox(15), "tally:{#outbox:15}");
+        assert_eq!(keys.reconcile_lease(), "tally:{#record}:lease");
     }
 
     #[test]

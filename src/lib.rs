@@ -9,6 +9,7 @@
 //!   - [`rest`]: the Upstash REST protocol client, over a [`rest::Transport`]
 //!     (`reqwest` natively, the runtime's `fetch` in the worker);
 //!   - [`engine`]: the counting engine — likes, views, counters, reads — over [`rest`];
+//!   - [`outbox`]: the events every counting write appends to Redis Streams, for the system of record;
 //!   - [`token`]: HS256 identity tokens, verified and minted;
 //!   - [`viewer`]: anonymous viewer ids (a keyed daily hash) and bot detection;
 //!   - [`badge`]: README badges — count formatting, text widths, the SVG;
@@ -24,6 +25,7 @@ pub mod engine;
 pub mod item;
 pub mod keys;
 pub mod metrics;
+pub mod outbox;
 pub mod rest;
 pub mod scripts;
 pub mod token;
