@@ -181,7 +181,7 @@ async fn round_trips_per_operation() {
     );
     measure!(
         "add_to_counter",
-        engine.add_to_counter(&page, &name, Amount::Float(0.5))
+        engine.add_to_counter(&page, &name, Amount::Float(0.5), now)
     );
     measure!("read", engine.read(&page, Some("u"), now));
     measure!(

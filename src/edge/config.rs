@@ -91,6 +91,8 @@ impl Config {
             visitor_mints_per_hour: number(env, "VISITOR_MINTS_PER_HOUR", 500)?,
             likes_store,
             items,
+            // On with the system of record (the `DB` binding), which trims it.
+            outbox: false,
         };
         let unobserved = RestClient::with_transport(
             Arc::new(FetchTransport),
