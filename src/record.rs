@@ -16,7 +16,8 @@
 //! Events are aggregated in batch order into segments: likes, views and adds
 //! between two imports or merges sum up (a like and an unlike of one identity
 //! net out); an import (set semantics) or a merge is a barrier, applied where it
-//! stands in the order. This module is pure: no `worker`, tested natively.
+//! stands in the order. This module is pure: no `worker`, tested natively (the
+//! SQL itself on a real SQLite in tests/record_sql.rs).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -572,104 +573,6 @@ pub fn snapshot(
     }
 }
 
-/// What Redis holds for one item, as the drift check reads it next to the
-/// record, with the item's events still in the outbox after the new mark.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Live {
-    /// Whether the item's `stats` hash exists.
-    pub exists: bool,
-    /// Its `likes` field.
-    pub likes: i64,
-    /// Its `views` field.
-    pub views: i64,
-    /// Its `likes_base` field (likes imported without identities).
-    pub likes_base: i64,
-    /// The identities in its likers Set and Bitmap.
-    pub members: i64,
-    /// The net likes of its events not yet applied to the record.
-    pub pending_likes: i64,
-    /// The views of its events not yet applied to the record.
-    pub pending_views: i64,
-    /// Whether the unapplied tail cannot be summed (it holds an import or
-    /// merge, or is longer than was read): then the item is not judged now.
-    pub blocked: bool,
-}
-
-/// How an item's live counts differ from the record plus its unapplied events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drift {
-    /// Redis lost the item: the record has it, its `stats` hash is gone.
-    Lost,
-    /// `likes` is not record likes + pending likes.
-    Likes {
-        /// What Redis holds.
-        live: i64,
-        /// What it should hold.
-        want: i64,
-    },
-    /// `views` is not record views + pending views.
-    Views {
-        /// What Redis holds.
-        live: i64,
-        /// What it should hold.
-        want: i64,
-    },
-    /// `likes` is not `likes_base` + the likers Redis holds.
-    Members {
-        /// `likes` in Redis.
-        likes: i64,
-        /// `likes_base` + members in Redis.
-        counted: i64,
-    },
-}
-
-impl std::fmt::Display for Drift {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Drift::Lost => write!(f, "lost from Redis (stats gone, the record has it)"),
-            Drift::Likes { live, want } => write!(f, "likes {live}, record + pending {want}"),
-            Drift::Views { live, want } => write!(f, "views {live}, record + pending {want}"),
-            Drift::Members { likes, counted } => {
-                write!(f, "likes {likes}, likes_base + likers {counted}")
-            }
-        }
-    }
-}
-
-/// Whether `live` needs a repair from `record` (`None`: it agrees, or cannot
-/// be judged now). The record plus the unapplied events is the truth.
-pub fn drift(record: &ItemRow, live: &Live) -> Option<Drift> {
-    if live.blocked {
-        return None;
-    }
-    if !live.exists {
-        let holds_counts = record.likes != 0 || record.views != 0;
-        return holds_counts.then_some(Drift::Lost);
-    }
-    let want_likes = record.likes + live.pending_likes;
-    if live.likes != want_likes {
-        return Some(Drift::Likes {
-            live: live.likes,
-            want: want_likes,
-        });
-    }
-    let want_views = record.views + live.pending_views;
-    if live.views != want_views {
-        return Some(Drift::Views {
-            live: live.views,
-            want: want_views,
-        });
-    }
-    let counted = live.likes_base + live.members;
-    if live.likes != counted {
-        return Some(Drift::Members {
-            likes: live.likes,
-            counted,
-        });
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -907,50 +810,5 @@ mod tests {
         let unknown = snapshot("z", None, &[], None);
         assert_eq!((unknown.likes, unknown.views), (0, 0));
         assert!(unknown.counters.is_empty());
-    }
-
-    #[test]
-    fn the_drift_check_counts_unapplied_events_and_skips_blocked_tails() {
-        let record = ItemRow {
-            item: "a".into(),
-            likes: 2,
-            likes_base: 0,
-            views: 5,
-        };
-        let live = Live {
-            exists: true,
-            likes: 3,
-            views: 5,
-            likes_base: 0,
-            members: 3,
-            pending_likes: 1,
-            pending_views: 0,
-            blocked: false,
-        };
-        assert_eq!(drift(&record, &live), None);
-        let corrupted = Live { likes: 99, ..live };
-        assert_eq!(
-            drift(&record, &corrupted),
-            Some(Drift::Likes { live: 99, want: 3 })
-        );
-        assert_eq!(
-            drift(
-                &record,
-                &Live {
-                    blocked: true,
-                    ..corrupted
-                }
-            ),
-            None
-        );
-        assert_eq!(drift(&record, &Live::default()), Some(Drift::Lost));
-        let fewer_members = Live { members: 2, ..live };
-        assert_eq!(
-            drift(&record, &fewer_members),
-            Some(Drift::Members {
-                likes: 3,
-                counted: 2
-            })
-        );
     }
 }

@@ -37,6 +37,8 @@ pub enum Route<'a> {
     Badge(&'a str),
     /// `/v1/trending`.
     Trending,
+    /// `/v1/admin/reconcile`: one reconciliation pass, now.
+    Reconcile,
 }
 
 impl<'a> Route<'a> {
@@ -59,6 +61,7 @@ impl<'a> Route<'a> {
             ["v1", "items", item, "counters", name] => Route::Counter(item, name),
             ["v1", "items", item, "badge.svg"] => Route::Badge(item),
             ["v1", "trending"] => Route::Trending,
+            ["v1", "admin", "reconcile"] => Route::Reconcile,
             _ => return None,
         })
     }
@@ -80,6 +83,7 @@ impl<'a> Route<'a> {
             Route::Counter(..) => "/v1/items/{item}/counters/{name}",
             Route::Badge(_) => "/v1/items/{item}/badge.svg",
             Route::Trending => "/v1/trending",
+            Route::Reconcile => "/v1/admin/reconcile",
         }
     }
 
@@ -88,7 +92,9 @@ impl<'a> Route<'a> {
         match self {
             Route::Like(_) => &[Method::Put, Method::Delete],
             Route::Item(_) => &[Method::Get, Method::Put],
-            Route::Visitors | Route::Views(_) | Route::Counter(..) => &[Method::Post],
+            Route::Visitors | Route::Views(_) | Route::Counter(..) | Route::Reconcile => {
+                &[Method::Post]
+            }
             _ => &[Method::Get],
         }
     }
