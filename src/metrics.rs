@@ -1066,7 +1066,10 @@ mod tests {
         m.record_pass("applied", 120, 2, 1);
         m.record_pass("teleported", 0, 0, 0);
         let text = m.render_with_lag(Some(7));
-        assert!(text.contains("tally_record_passes_total{outcome=\"applied\"} 1\n"), "{text}");
+        assert!(
+            text.contains("tally_record_passes_total{outcome=\"applied\"} 1\n"),
+            "{text}"
+        );
         assert!(text.contains("tally_record_passes_total{outcome=\"failed\"} 1\n"));
         assert!(text.contains("tally_record_events_applied_total 120\n"));
         assert!(text.contains("tally_record_repairs_total 2\n"));

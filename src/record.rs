@@ -535,15 +535,20 @@ pub struct CounterRow {
 }
 
 impl CounterRow {
-    /// The counter's value as a live read shows it (floats to [`FLOAT_DIGITS`] digits).
+    /// The counter's value as a live read shows it: floats to [`FLOAT_DIGITS`]
+    /// digits, and a float sum that is a whole number as an integer, as Redis
+    /// prints one (`HINCRBYFLOAT` of 6.5 and 0.5 reads `7`).
     pub fn value(&self) -> CounterValue {
         if self.is_float == 0 {
             return CounterValue::Int(self.int_value);
         }
         let sum = self.int_value as f64 + self.float_value;
-        let rounded = format!("{:.*e}", FLOAT_DIGITS - 1, sum)
+        let rounded: f64 = format!("{:.*e}", FLOAT_DIGITS - 1, sum)
             .parse()
             .unwrap_or(sum);
+        if rounded.fract() == 0.0 && rounded.abs() < 1e15 {
+            return CounterValue::Int(rounded as i64);
+        }
         CounterValue::Float(rounded)
     }
 }
@@ -807,6 +812,15 @@ mod tests {
         assert_eq!((snap.likes, snap.views, snap.liked), (3, 9, Some(true)));
         assert_eq!(snap.counters["int"], CounterValue::Int(5));
         assert_eq!(snap.counters["f"], CounterValue::Float(1.3));
+        let whole = CounterRow {
+            float_value: 0.5 + 0.5,
+            ..counters[1].clone()
+        };
+        assert_eq!(
+            whole.value(),
+            CounterValue::Int(2),
+            "Redis prints 2, not 2.0"
+        );
         let unknown = snapshot("z", None, &[], None);
         assert_eq!((unknown.likes, unknown.views), (0, 0));
         assert!(unknown.counters.is_empty());

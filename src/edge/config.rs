@@ -113,8 +113,19 @@ impl Config {
             visitor_mints_per_hour: number(env, "VISITOR_MINTS_PER_HOUR", 500)?,
             likes_store,
             items,
-            // On with the system of record (the `DB` binding), which trims it.
-            outbox: false,
+            // On only when a system of record (the `DB` binding) applies and trims it.
+            outbox: env.d1("DB").is_ok(),
+        };
+        let reconcile = Reconcile {
+            max_events: usize::try_from(number(env, "RECONCILE_MAX_EVENTS", 2_000)?)
+                .unwrap_or(usize::MAX),
+            sample: usize::try_from(number(env, "RECONCILE_SAMPLE", 100)?).unwrap_or(usize::MAX),
+            lease_ms: number(env, "RECONCILE_LEASE_SECONDS", 60)?.saturating_mul(1_000),
+            stop_after_record: match optional(env, "TALLY_FAULT").as_deref() {
+                None => false,
+                Some(FAULT_AFTER_RECORD) => true,
+                Some(_) => return Err(malformed("TALLY_FAULT", FAULT_AFTER_RECORD)),
+            },
         };
         let unobserved = RestClient::with_transport(
             Arc::new(FetchTransport),

@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use worker::wasm_bindgen::JsValue;
-use worker::{D1Database, D1PreparedStatement, D1Result, Env, Response, console_log, console_warn};
 use worker::web_sys::Request;
+use worker::{D1Database, D1PreparedStatement, D1Result, Env, Response, console_log, console_warn};
 
 use super::config::Config;
 use super::error::AppError;
@@ -129,10 +129,11 @@ async fn run(db: &D1Database, config: &Config, by: &str) -> Result<PassReport, A
     } else {
         (Err(PassError::Busy), 0)
     };
-    if leased && !matches!(result, Err(PassError::Fault)) {
-        if let Err(e) = engine.release(&holder).await {
-            console_warn!("reconcile: the lease could not be released (it expires by itself): {e}");
-        }
+    if leased
+        && !matches!(result, Err(PassError::Fault))
+        && let Err(e) = engine.release(&holder).await
+    {
+        console_warn!("reconcile: the lease could not be released (it expires by itself): {e}");
     }
     let took = http::now_ms() - started;
     let (outcome, report) = match &result {
@@ -144,7 +145,9 @@ async fn run(db: &D1Database, config: &Config, by: &str) -> Result<PassReport, A
             console_warn!(
                 "reconcile ({by}): TALLY_FAULT=reconcile_after_record: stopped after the record committed, as a crash there would"
             );
-            return Err(AppError::Internal("fault injected: reconcile_after_record".into()));
+            return Err(AppError::Internal(
+                "fault injected: reconcile_after_record".into(),
+            ));
         }
         Err(PassError::App(_)) => ("failed", PassReport::default()),
     };
@@ -228,7 +231,10 @@ async fn pass(
         let statements = plan
             .statements
             .iter()
-            .map(|s| db.prepare(s.sql).bind(&[JsValue::from_str(&s.rows), seq.clone()]))
+            .map(|s| {
+                db.prepare(s.sql)
+                    .bind(&[JsValue::from_str(&s.rows), seq.clone()])
+            })
             .collect::<worker::Result<Vec<_>>>()?;
         let results = db.batch(statements).await?;
         if changes(results.last())? != 1 {
@@ -239,8 +245,10 @@ async fn pass(
         }
         report.events_applied = plan.events as u64;
         touched = plan.touched;
-        engine.outbox_trim(&batch.marks).await?;
     }
+    // Up to the marks D1 holds now: also what a pass that died before its
+    // trim left behind (trimming an id twice removes nothing more).
+    engine.outbox_trim(&batch.marks).await?;
     let (checked, repaired) = check_drift(db, config, &touched, &batch.marks).await?;
     report.items_checked = checked;
     report.repaired = repaired;
@@ -287,7 +295,9 @@ async fn check_drift(
             bound(
                 db,
                 record::READ_ITEMS,
-                &[JsValue::from_str(&serde_json::to_string(&touched).unwrap_or_default())],
+                &[JsValue::from_str(
+                    &serde_json::to_string(&touched).unwrap_or_default(),
+                )],
             )?,
             bound(
                 db,
@@ -330,7 +340,7 @@ async fn check_drift(
         let names = JsValue::from_str(&serde_json::to_string(&names).unwrap_or_default());
         let results = db
             .batch(vec![
-                bound(db, record::READ_LIKERS_OF, &[names.clone()])?,
+                bound(db, record::READ_LIKERS_OF, std::slice::from_ref(&names))?,
                 bound(db, record::READ_COUNTERS_OF, &[names])?,
             ])
             .await?;
@@ -415,11 +425,15 @@ pub async fn read(
     let db = database(env)?;
     let id = JsValue::from_str(item.as_str());
     let mut statements = vec![
-        bound(&db, record::READ_ITEM, &[id.clone()])?,
-        bound(&db, record::READ_COUNTERS, &[id.clone()])?,
+        bound(&db, record::READ_ITEM, std::slice::from_ref(&id))?,
+        bound(&db, record::READ_COUNTERS, std::slice::from_ref(&id))?,
     ];
     if let Some(who) = who {
-        statements.push(bound(&db, record::READ_LIKED, &[id, JsValue::from_str(who)])?);
+        statements.push(bound(
+            &db,
+            record::READ_LIKED,
+            &[id, JsValue::from_str(who)],
+        )?);
     }
     let results = db.batch(statements).await.map_err(d1_failed)?;
     let row: Option<ItemRow> = rows(results.first())?.into_iter().next();

@@ -114,7 +114,14 @@ pub struct Redis {
 /// No persistence: a restarted server is empty.
 const NO_PERSISTENCE: &[&str] = &["--save", "", "--appendonly", "no"];
 /// An append-only file synced once a second, as `make dev` runs Redis.
-const AOF_EVERY_SECOND: &[&str] = &["--save", "", "--appendonly", "yes", "--appendfsync", "everysec"];
+const AOF_EVERY_SECOND: &[&str] = &[
+    "--save",
+    "",
+    "--appendonly",
+    "yes",
+    "--appendfsync",
+    "everysec",
+];
 
 impl Redis {
     pub fn start() -> Redis {
@@ -295,7 +302,13 @@ fn migrated_template() -> &'static Path {
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
         for path in &migrations {
             let bytes = fs::read(path).expect("read a migration");
-            for byte in path.file_name().unwrap().as_encoded_bytes().iter().chain(&bytes) {
+            for byte in path
+                .file_name()
+                .unwrap()
+                .as_encoded_bytes()
+                .iter()
+                .chain(&bytes)
+            {
                 hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
             }
         }
@@ -314,7 +327,15 @@ fn migrated_template() -> &'static Path {
         let started = Instant::now();
         let out = Command::new(root().join("node_modules/.bin/wrangler"))
             .current_dir(work.path())
-            .args(["d1", "migrations", "apply", "DB", "--local", "--persist-to", "state"])
+            .args([
+                "d1",
+                "migrations",
+                "apply",
+                "DB",
+                "--local",
+                "--persist-to",
+                "state",
+            ])
             .env("WRANGLER_SEND_METRICS", "false")
             .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
             .env("XDG_CONFIG_HOME", work.path())

@@ -47,7 +47,11 @@ pub async fn read(
             let snapshot = record::read(env, req, config, &item, who).await?;
             return Ok(http::json(200, &snapshot_json(&snapshot))?);
         }
-        Some(_) => return Err(AppError::InvalidQuery("source must be live or record".into())),
+        Some(_) => {
+            return Err(AppError::InvalidQuery(
+                "source must be live or record".into(),
+            ));
+        }
     }
     let who = identity::optional(req, config, now)?;
     let snapshot = config
