@@ -129,13 +129,11 @@ async fn like_throughput_with_the_outbox_off_and_on() {
     );
 }
 
-/// Streams `commands` into Redis with `redis-cli --pipe`. An `EVALSHA` of
-/// the like script is sent with the SHA1 of the body Redis holds: the gateway
-/// strips the key-locking line, and `redis-cli` talks to Redis directly.
+/// Streams `commands` into Redis with `redis-cli --pipe`. An `EVALSHA` (of
+/// the like script) is sent with the SHA1 of the body Redis holds
+/// ([`Setup::load_direct`]).
 fn pipe(setup: &Setup, commands: impl Iterator<Item = Vec<String>>) {
-    let source = tally::scripts::LIKE.source();
-    let stripped = source.split_once('\n').map_or(source, |(_, rest)| rest);
-    let like = setup.cli(&["SCRIPT", "LOAD", stripped]);
+    let like = setup.load_direct(&tally::scripts::LIKE);
     let mut cli = Command::new("redis-cli")
         .args(["-p", &setup.redis.port.to_string(), "--pipe"])
         .stdin(Stdio::piped())
