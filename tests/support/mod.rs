@@ -395,6 +395,7 @@ impl Worker {
 
     /// [`Worker::start`] with the D1 database `record`.
     pub fn start_with_record(gateway_url: &str, vars: &[(&str, &str)], record: Record) -> Worker {
+        let started = Instant::now();
         let bundle = root().join("build/index.js");
         assert!(
             bundle.exists(),
@@ -458,6 +459,15 @@ impl Worker {
             process: Some(process),
         };
         worker.wait_until_ready();
+        eprintln!(
+            "support: wrangler dev ready in {:.1} s (D1: {})",
+            started.elapsed().as_secs_f64(),
+            if worker.record.is_some() {
+                "bound"
+            } else {
+                "none"
+            }
+        );
         worker
     }
 
