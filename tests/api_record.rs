@@ -582,3 +582,61 @@ async fn the_cron_trigger_runs_a_pass_into_the_record() {
     );
     assert!(metrics.contains("tally_outbox_lag_events 0\n"), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn day_series_older_than_redis_keeps_are_read_from_the_record() {
+    use tally::engine::{Engine, Settings};
+    use tally::item::ItemId;
+
+    let _one = ONE_AT_A_TIME.lock().await;
+    let stack = Stack::start_with(&vars(&[]));
+    let api = Api::of(&stack.worker);
+    let item = support::unique("rec-old-days");
+    // Views written with a clock 500 days back: their day buckets expire in
+    // Redis at once (they live 400 days), their events carry the old time.
+    let engine = Engine::new(
+        tally::rest::RestClient::new(stack.gateway.url(), GATEWAY_TOKEN, Duration::from_secs(10)),
+        Settings {
+            outbox: true,
+            ..Settings::default()
+        },
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let day = 86_400;
+    let old = (now - 500 * day).div_euclid(day) * day;
+    let id = ItemId::parse(&item).unwrap();
+    for viewer in ["a", "b", "c"] {
+        engine
+            .view(&id, viewer, viewer, old + 3_600, None, true)
+            .await
+            .unwrap();
+    }
+    let series = |from: i64, to: i64| {
+        let url = api.url(&format!(
+            "/v1/items/{}/views/series?bucket=day&from={from}&to={to}",
+            encode(&item)
+        ));
+        send(api.http.get(url))
+    };
+    let before = series(old - day, old + day).await;
+    assert_eq!(
+        before.body["points"][1],
+        json!({"t": old, "views": 0}),
+        "Redis has dropped the day"
+    );
+
+    assert_eq!(api.reconcile().await.body["events_applied"], 3);
+    let after = series(old - day, old + day).await;
+    assert_eq!(after.status, 200);
+    assert_eq!(
+        after.body["points"],
+        json!([
+            {"t": old - day, "views": 0},
+            {"t": old, "views": 3},
+            {"t": old + day, "views": 0}
+        ])
+    );
+}
