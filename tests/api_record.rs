@@ -471,6 +471,12 @@ async fn without_a_d1_binding_the_record_routes_answer_503_and_nothing_is_append
         (bad.status, bad.body["error"]["code"].clone()),
         (400, json!("invalid_query"))
     );
+    let url = api.url(&format!("/v1/items/{}?source=record&who=", encode(&item)));
+    let nobody = send(api.http.get(url).bearer_auth(API_KEY)).await;
+    assert_eq!(
+        (nobody.status, nobody.body["error"]["code"].clone()),
+        (400, json!("invalid_query"))
+    );
     let url = api.url(&format!("/v1/items/{}?source=record", encode(&item)));
     let anonymous = send(api.http.get(url)).await;
     assert_eq!(anonymous.status, 401);

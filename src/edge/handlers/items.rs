@@ -10,6 +10,8 @@ use crate::engine::Window;
 
 /// The most ids one batch read takes.
 const MAX_BATCH: usize = 100;
+/// The longest `who` of a record read: a token's `sub` is at most this long.
+const MAX_WHO_BYTES: usize = 256;
 /// The most items trending lists.
 const MAX_TRENDING: usize = 100;
 
@@ -40,10 +42,15 @@ pub async fn read(
     let now = http::now();
     let item = item_id(raw_item)?;
     let query = http::query(req)?;
+    let who = http::param(&query, "who");
+    if who.is_some_and(|w| w.is_empty() || w.len() > MAX_WHO_BYTES) {
+        return Err(AppError::InvalidQuery(format!(
+            "who must be an identity of 1-{MAX_WHO_BYTES} bytes"
+        )));
+    }
     match http::param(&query, "source") {
         None | Some("live") => {}
         Some("record") => {
-            let who = http::param(&query, "who");
             let snapshot = record::read(env, req, config, &item, who).await?;
             return Ok(http::json(200, &snapshot_json(&snapshot))?);
         }
