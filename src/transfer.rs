@@ -177,12 +177,19 @@ fn counters(map: &Map<String, Value>) -> Result<BTreeMap<CounterName, CounterVal
                 .ok_or_else(|| format!("counter `{name}` must be a number"))?;
             let value = match number.as_i64() {
                 Some(n) => CounterValue::Int(n),
-                None => CounterValue::Float(
-                    number
+                None => {
+                    let f = number
                         .as_f64()
                         .filter(|f| f.is_finite())
-                        .ok_or_else(|| format!("counter `{name}` must be a finite number"))?,
-                ),
+                        .ok_or_else(|| format!("counter `{name}` must be a finite number"))?;
+                    // A whole float (`2.0`) is the integer Redis keeps and
+                    // reads back (`2`): the event and the record say so too.
+                    if f.fract() == 0.0 && f.abs() < 9.0e18 {
+                        CounterValue::Int(f as i64)
+                    } else {
+                        CounterValue::Float(f)
+                    }
+                }
             };
             Ok((name, value))
         })
@@ -416,7 +423,7 @@ mod tests {
 
     #[test]
     fn an_import_reads_every_field_and_skips_blank_lines() {
-        let body = "{\"item\":\"a\",\"views\":10,\"likes_base\":3}\n\n  \r\n{\"item\":\"b/c\",\"counters\":{\"n\":2,\"x\":0.5}}\r\n";
+        let body = "{\"item\":\"a\",\"views\":10,\"likes_base\":3}\n\n  \r\n{\"item\":\"b/c\",\"counters\":{\"n\":2,\"x\":0.5,\"w\":3.0}}\r\n";
         let lines = parse_import(body.as_bytes()).unwrap();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0].line, 1);
@@ -428,6 +435,8 @@ mod tests {
         let x = CounterName::parse("x").unwrap();
         assert_eq!(lines[1].counters[&n], CounterValue::Int(2));
         assert_eq!(lines[1].counters[&x], CounterValue::Float(0.5));
+        let w = CounterName::parse("w").unwrap();
+        assert_eq!(lines[1].counters[&w], CounterValue::Int(3));
         assert_eq!(lines[1].views, None);
     }
 
