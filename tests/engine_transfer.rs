@@ -463,3 +463,48 @@ async fn with_the_outbox_off_nothing_is_appended() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_import_of_the_most_lines_allowed_is_one_script() {
+    let setup = Setup::start(generous());
+    setup.load_scripts().await;
+    let prefix = unique("bulk");
+    let body: String = (0..tally::transfer::MAX_IMPORT_LINES)
+        .map(|i| {
+            format!("{{\"item\":\"{prefix}/{i}\",\"views\":{i},\"counters\":{{\"n\":{i}}}}}\n")
+        })
+        .collect();
+    let lines = parse_import(body.as_bytes()).unwrap();
+    setup.trips.reset();
+    let started = std::time::Instant::now();
+    let imported = setup.engine.import(&lines, real_now()).await.unwrap();
+    println!("import of {} lines: {:?}", lines.len(), started.elapsed());
+    assert_eq!(imported, 1_000);
+    assert_eq!(setup.trips.take(), ["EVALSHA"]);
+    let last = item(&format!("{prefix}/999"));
+    let snapshot = setup.engine.read(&last, None, real_now()).await.unwrap();
+    assert_eq!(snapshot.views, 999);
+    assert_eq!(snapshot.counters["n"], CounterValue::Int(999));
+}
+
+#[tokio::test]
+async fn with_redis_gone_an_import_and_a_merge_fail_as_backend_errors() {
+    let mut setup = Setup::start(generous());
+    let old = item(&unique("old"));
+    let new = item(&unique("new"));
+    let lines = parse_import(format!("{{\"item\":\"{old}\",\"views\":1}}").as_bytes()).unwrap();
+    setup.redis.stop();
+    for error in [
+        setup.engine.import(&lines, real_now()).await.unwrap_err(),
+        setup
+            .engine
+            .merge(&new, &old, real_now())
+            .await
+            .unwrap_err(),
+    ] {
+        assert!(
+            matches!(error, TransferError::Engine(EngineError::Backend(_))),
+            "{error:?}"
+        );
+    }
+}
