@@ -61,6 +61,15 @@ pub enum AppError {
     /// A CORS preflight from an origin not in `ALLOWED_ORIGINS`.
     #[error("this origin is not allowed")]
     OriginNotAllowed,
+    /// Another reconciliation pass holds the lease; this one did nothing.
+    #[error("a reconciliation pass is already running: retry when it ends")]
+    ReconcileRunning,
+    /// No system of record is bound (the `DB` D1 binding).
+    #[error("no system of record is bound: this worker has no D1 binding `DB`")]
+    RecordUnbound,
+    /// The system of record (D1) failed or answered nonsense.
+    #[error("the system of record is unavailable, retry shortly")]
+    RecordFailed(String),
     /// Redis REST was unreachable, slow or failing, or answered nonsense.
     #[error("the counter store is unavailable, retry shortly")]
     Backend(String),
@@ -113,12 +122,14 @@ impl AppError {
             AppError::UnknownItem => (404, "unknown_item"),
             AppError::MethodNotAllowed(_) => (405, "method_not_allowed"),
             AppError::IdempotencyConflict => (409, "idempotency_conflict"),
+            AppError::ReconcileRunning => (409, "reconcile_running"),
             AppError::BodyTooLarge(_) => (413, "body_too_large"),
             AppError::CounterOverflow(_) => (422, "counter_overflow"),
             AppError::RateLimited(_) => (429, "rate_limited"),
             AppError::Misconfigured(_) => (500, "misconfigured"),
             AppError::Internal(_) => (500, "internal_error"),
             AppError::Backend(_) => (503, "backend_unavailable"),
+            AppError::RecordUnbound | AppError::RecordFailed(_) => (503, "record_unavailable"),
         }
     }
 
@@ -127,6 +138,7 @@ impl AppError {
         let (status, code) = self.status_and_code();
         match &self {
             AppError::Backend(detail) => console_error!("backend failure: {detail}"),
+            AppError::RecordFailed(detail) => console_error!("system of record failure: {detail}"),
             AppError::Misconfigured(detail) => console_error!("misconfigured: {detail}"),
             AppError::Internal(detail) => console_error!("internal error: {detail}"),
             _ => {}
@@ -142,7 +154,7 @@ impl AppError {
         let headers = response.headers_mut();
         match &self {
             AppError::MethodNotAllowed(allow) => headers.set("Allow", allow)?,
-            AppError::Backend(_) => headers.set("Retry-After", "1")?,
+            AppError::Backend(_) | AppError::RecordFailed(_) => headers.set("Retry-After", "1")?,
             AppError::RateLimited(rate) => {
                 super::http::set_rate_headers(headers, rate)?;
                 headers.set("Retry-After", &rate.reset_seconds.max(1).to_string())?;

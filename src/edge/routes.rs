@@ -41,6 +41,8 @@ pub enum Route<'a> {
     Import,
     /// `/v1/admin/items/{item}/merge`.
     Merge(&'a str),
+    /// `/v1/admin/reconcile`: one reconciliation pass, now.
+    Reconcile,
 }
 
 impl<'a> Route<'a> {
@@ -65,6 +67,7 @@ impl<'a> Route<'a> {
             ["v1", "trending"] => Route::Trending,
             ["v1", "admin", "import"] => Route::Import,
             ["v1", "admin", "items", item, "merge"] => Route::Merge(item),
+            ["v1", "admin", "reconcile"] => Route::Reconcile,
             _ => return None,
         })
     }
@@ -88,6 +91,7 @@ impl<'a> Route<'a> {
             Route::Trending => "/v1/trending",
             Route::Import => "/v1/admin/import",
             Route::Merge(_) => "/v1/admin/items/{item}/merge",
+            Route::Reconcile => "/v1/admin/reconcile",
         }
     }
 
@@ -96,7 +100,9 @@ impl<'a> Route<'a> {
         match self {
             Route::Like(_) => &[Method::Put, Method::Delete],
             Route::Item(_) => &[Method::Get, Method::Put],
-            Route::Visitors | Route::Views(_) | Route::Counter(..) => &[Method::Post],
+            Route::Visitors | Route::Views(_) | Route::Counter(..) | Route::Reconcile => {
+                &[Method::Post]
+            }
             Route::Import | Route::Merge(_) => &[Method::Post],
             _ => &[Method::Get],
         }
