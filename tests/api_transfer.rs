@@ -276,3 +276,91 @@ async fn a_merge_refuses_bad_input_and_callers_without_the_api_key() {
     assert_eq!(nothing.status, 200);
     assert_eq!(nothing.body["merged"], false);
 }
+
+/// One pass by hand until the outbox is empty (other tests of this binary
+/// write at the same time, so a pass may leave their newest events).
+async fn reconcile() {
+    for _ in 0..10 {
+        let reply = send(
+            reqwest::Client::new()
+                .post(shared().worker.url("/v1/admin/reconcile"))
+                .bearer_auth(API_KEY),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        if reply.body["lag"] == 0 {
+            return;
+        }
+    }
+    panic!("the outbox never emptied");
+}
+
+/// Asserts that the record (D1) answers `item` as the live read does, for `who`.
+async fn assert_record_is_live(item: &str, who: &str) -> Value {
+    let live = read(item, Some(who)).await;
+    let url = shared().worker.url(&format!(
+        "/v1/items/{}?source=record&who={}",
+        encode(item),
+        encode(who)
+    ));
+    let record = send(reqwest::Client::new().get(url).bearer_auth(API_KEY)).await;
+    assert_eq!(
+        (live.status, record.status),
+        (200, 200),
+        "{:?}",
+        record.body
+    );
+    for field in ["item", "likes", "views", "counters", "liked"] {
+        assert_eq!(
+            record.body[field], live.body[field],
+            "{item}: {field}: record {} live {}",
+            record.body, live.body
+        );
+    }
+    live.body
+}
+
+#[tokio::test]
+async fn after_an_import_a_merge_and_a_reconcile_the_record_reads_as_live() {
+    let old = unique("blog/rec-old");
+    let new = unique("blog/rec-new");
+    for who in ["both", "old-only"] {
+        assert_eq!(like(&old, who).await.status, 200);
+    }
+    assert_eq!(like(&new, "both").await.status, 200);
+    view(&old, "viewer-a").await;
+    view(&new, "viewer-b").await;
+    add(&old, "stars", json!(3)).await;
+    add(&new, "rating", json!(0.5)).await;
+    let imported = import(format!(
+        "{{\"item\": \"{old}\", \"views\": 100, \"likes_base\": 10, \"counters\": {{\"stars\": 30}}}}\n\
+         {{\"item\": \"{new}\", \"likes_base\": 5, \"counters\": {{\"rating\": 1.5, \"new\": 2}}}}"
+    ))
+    .await;
+    assert_eq!(imported.status, 200, "{:?}", imported.body);
+    reconcile().await;
+    let before = assert_record_is_live(&old, "both").await;
+    assert_eq!(
+        (before["likes"].clone(), before["views"].clone()),
+        (json!(12), json!(100))
+    );
+    assert_record_is_live(&new, "both").await;
+
+    let merged = merge(&new, json!({"from": old})).await;
+    assert_eq!(merged.status, 200, "{:?}", merged.body);
+    reconcile().await;
+    let after = assert_record_is_live(&new, "old-only").await;
+    assert_eq!(after["likes"], 17, "5 + 10 + both, old-only");
+    assert_eq!(after["views"], 101);
+    assert_eq!(
+        after["counters"],
+        json!({"stars": 30, "rating": 1.5, "new": 2})
+    );
+    assert_eq!(after["liked"], true);
+    assert_record_is_live(&new, "both").await;
+    let emptied = assert_record_is_live(&old, "both").await;
+    assert_eq!(
+        (emptied["likes"].clone(), emptied["liked"].clone()),
+        (json!(0), json!(false))
+    );
+}
