@@ -508,3 +508,48 @@ async fn with_redis_gone_an_import_and_a_merge_fail_as_backend_errors() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_merge_of_ten_thousand_likers_on_each_side_is_one_script() {
+    let setup = Setup::start(Settings {
+        likes_store: LikesStore::Bitmap { max_id: 1_000_000 },
+        ..generous()
+    });
+    setup.load_scripts().await;
+    let old = item(&unique("old"));
+    let new = item(&unique("new"));
+    let keys = setup.engine.keys();
+    // Old: 10,000 in its Set (anon ids) and bits 0..10,000; new: 10,000 in its
+    // Set, half of them the old Set's, and bits 5,000..15,000.
+    let mut old_set = vec!["SADD".to_owned(), keys.likers(&old)];
+    old_set.extend((0..10_000).map(|i| format!("anon:{i}")));
+    let mut new_set = vec!["SADD".to_owned(), keys.likers(&new)];
+    new_set.extend((5_000..15_000).map(|i| format!("anon:{i}")));
+    let mut commands = vec![old_set, new_set];
+    for (page, bits) in [(&old, 0..10_000), (&new, 5_000..15_000)] {
+        let mut setbits = vec!["BITFIELD".to_owned(), keys.liker_bits(page)];
+        for bit in bits {
+            setbits.extend(["SET".into(), "u1".into(), bit.to_string(), "1".into()]);
+        }
+        commands.push(setbits);
+    }
+    for (page, likes) in [(&old, 20_000), (&new, 20_000)] {
+        commands.push(vec![
+            "HSET".into(),
+            keys.stats(page),
+            "likes".into(),
+            likes.to_string(),
+        ]);
+    }
+    for answer in setup.engine.rest().pipeline(&commands).await.unwrap() {
+        answer.unwrap();
+    }
+    let started = std::time::Instant::now();
+    let outcome = setup.engine.merge(&new, &old, real_now()).await.unwrap();
+    println!("merge of 20,000 + 20,000 likers: {:?}", started.elapsed());
+    assert_eq!(
+        outcome.likes,
+        15_000 + 15_000,
+        "anon:0..15000 and bits 0..15000"
+    );
+}
