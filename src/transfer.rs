@@ -233,13 +233,20 @@ pub struct MergeOutcome {
 }
 
 impl Engine {
-    /// Sets the counts of every line's item, as one atomic `import.lua`: all
-    /// or nothing. Under `ITEMS=pattern` an id outside the pattern is a bad
+    /// Sets the counts of every line's item (lines as [`parse_import`] reads
+    /// them: at most [`MAX_IMPORT_LINES`], each item once), as one atomic
+    /// `import.lua`: all or nothing. Under `ITEMS=pattern` an id outside the pattern is a bad
     /// line; under `ITEMS=registered` an unregistered one is (checked in the
     /// script before any write). Answers how many items were set.
     pub async fn import(&self, lines: &[ImportLine], now: i64) -> Result<u64, TransferError> {
         if lines.is_empty() {
             return Err(TransferError::Empty);
+        }
+        if let Some(over) = lines.get(MAX_IMPORT_LINES) {
+            return Err(TransferError::line(
+                over.line,
+                format!("an import takes at most {MAX_IMPORT_LINES} lines"),
+            ));
         }
         for line in lines {
             if !self.may_write(&line.item) {
