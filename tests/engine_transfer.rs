@@ -553,3 +553,24 @@ async fn a_merge_of_ten_thousand_likers_on_each_side_is_one_script() {
         "anon:0..15000 and bits 0..15000"
     );
 }
+
+#[tokio::test]
+async fn the_engine_refuses_more_lines_than_an_import_takes() {
+    let setup = Setup::start(generous());
+    let prefix = unique("over");
+    let body: String = (0..tally::transfer::MAX_IMPORT_LINES)
+        .map(|i| format!("{{\"item\":\"{prefix}/{i}\",\"views\":1}}\n"))
+        .collect();
+    let mut lines = parse_import(body.as_bytes()).unwrap();
+    let mut extra = lines[0].clone();
+    extra.item = item(&format!("{prefix}/extra"));
+    extra.line = 1_001;
+    lines.push(extra);
+    setup.trips.reset();
+    let error = setup.engine.import(&lines, real_now()).await.unwrap_err();
+    assert!(
+        matches!(error, TransferError::Line { line: 1_001, .. }),
+        "{error:?}"
+    );
+    assert_eq!(setup.trips.count(), 0);
+}
