@@ -239,6 +239,58 @@ pub fn plan(batch: &Batch) -> Plan {
     plan
 }
 
+/// Splits `batch` (read after the marks `after`) into batches of at most
+/// `size` events, in order, each with the marks of what it and the ones before
+/// it cover: applied one after another, they apply exactly `batch`, and a pass
+/// that stops between two leaves marks that skip nothing. An unreadable entry
+/// goes with the first piece whose last event comes after it.
+pub fn split(batch: &Batch, after: &[StreamId; SHARDS], size: usize) -> Vec<Batch> {
+    let size = size.max(1);
+    if batch.events.len() <= size {
+        return vec![batch.clone()];
+    }
+    let mut skipped: Vec<_> = batch.unreadable.iter().filter(|u| u.id.is_some()).collect();
+    skipped.sort_by_key(|u| (u.id, u.shard));
+    let mut skipped = skipped.into_iter().peekable();
+    let pieces = batch.events.len().div_ceil(size);
+    let mut marks = *after;
+    let mut out = Vec::with_capacity(pieces);
+    for (n, chunk) in batch.events.chunks(size).enumerate() {
+        let mut piece = Batch {
+            events: chunk.to_vec(),
+            marks,
+            more: true,
+            ..Batch::default()
+        };
+        if n + 1 == pieces {
+            // The last piece takes every entry left, and the batch's own marks.
+            piece.unreadable = skipped.by_ref().cloned().collect();
+            piece
+                .unreadable
+                .extend(batch.unreadable.iter().filter(|u| u.id.is_none()).cloned());
+            piece.marks = batch.marks;
+            piece.more = batch.more;
+        } else {
+            let end = chunk.last().map(|e| (Some(e.id), e.shard));
+            while let Some(bad) = skipped.next_if(|u| Some((u.id, u.shard)) < end) {
+                piece.unreadable.push(bad.clone());
+            }
+            let covered = chunk.iter().map(|e| (e.shard, e.id)).chain(
+                piece
+                    .unreadable
+                    .iter()
+                    .filter_map(|u| Some((u.shard, u.id?))),
+            );
+            for (shard, id) in covered {
+                piece.marks[shard] = piece.marks[shard].max(id);
+            }
+        }
+        marks = piece.marks;
+        out.push(piece);
+    }
+    out
+}
+
 /// The marks as `outbox_state.marks` stores them: a JSON array of [`SHARDS`] ids.
 pub fn marks_json(marks: &[StreamId; SHARDS]) -> String {
     Value::from(marks.iter().map(ToString::to_string).collect::<Vec<_>>()).to_string()
@@ -747,6 +799,49 @@ mod tests {
             ]
         );
         assert_eq!(plan.touched, ["a", "b", "c", "d", "e"]);
+    }
+
+    #[test]
+    fn a_split_batch_applies_in_pieces_whose_marks_never_skip_an_event() {
+        let mut events = Vec::new();
+        for n in 1..=5u64 {
+            let mut e = like(n, "a", &format!("u{n}"));
+            e.shard = (n % 2) as usize;
+            events.push(e);
+        }
+        let mut whole = batch(events);
+        whole.marks[0] = StreamId { ms: 4, seq: 0 };
+        whole.marks[1] = StreamId { ms: 5, seq: 0 };
+        // Skipped between events 2 and 3: it goes with the piece holding 3.
+        whole.unreadable.push(crate::outbox::Unreadable {
+            shard: 0,
+            id: Some(StreamId { ms: 2, seq: 1 }),
+            reason: "unknown `op`".into(),
+        });
+        let after = [StreamId::ZERO; SHARDS];
+        let pieces = split(&whole, &after, 2);
+        assert_eq!(pieces.len(), 3);
+        let ids = |b: &Batch| b.events.iter().map(|e| e.id.ms).collect::<Vec<_>>();
+        assert_eq!(
+            pieces.iter().map(ids).collect::<Vec<_>>(),
+            [vec![1, 2], vec![3, 4], vec![5]]
+        );
+        assert_eq!(
+            (pieces[0].marks[0].ms, pieces[0].marks[1].ms),
+            (2, 1),
+            "shard 0 up to 2, shard 1 up to 1"
+        );
+        assert_eq!((pieces[1].marks[0].ms, pieces[1].marks[1].ms), (4, 3));
+        assert_eq!(
+            pieces
+                .iter()
+                .map(|p| p.unreadable.len())
+                .collect::<Vec<_>>(),
+            [0, 1, 0]
+        );
+        assert_eq!(pieces[2].marks, whole.marks);
+        assert!(pieces[0].more && pieces[1].more && !pieces[2].more);
+        assert_eq!(split(&whole, &after, 5), vec![whole]);
     }
 
     #[test]

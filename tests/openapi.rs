@@ -471,6 +471,21 @@ async fn real_responses_of_every_route_and_error_match_the_document() {
         .await;
     c.send(Method::GET, "/metrics", "/metrics", api_key).await;
     c.send(Method::GET, "/metrics", "/metrics", none).await;
+    // The system of record: a pass (its answer), the record's read, their errors.
+    const RECONCILE: &str = "/v1/admin/reconcile";
+    let (status, _) = c.send(Method::POST, RECONCILE, RECONCILE, api_key).await;
+    assert_eq!(status, 200);
+    c.send(Method::POST, RECONCILE, RECONCILE, none).await;
+    let record = format!("{page}?source=record");
+    let (status, _) = c.send(Method::GET, ITEM, &record, api_key).await;
+    assert_eq!(status, 200);
+    c.send(Method::GET, ITEM, &format!("{record}&who=alice"), api_key)
+        .await;
+    c.send(Method::GET, ITEM, &record, none).await;
+    let (status, _) = c
+        .send(Method::GET, ITEM, &format!("{page}?source=elsewhere"), none)
+        .await;
+    assert_eq!(status, 400);
     c.send(Method::GET, "unknown", "/v2/nothing-here", none)
         .await;
     let (status, _) = c

@@ -29,6 +29,11 @@ use crate::outbox::{self, SHARDS, StreamId};
 use crate::reconcile::{RecordItem, RepairOutcome};
 use crate::record::{self, CounterRow, ItemRow};
 
+/// The most events one D1 transaction applies: a pass applies up to
+/// `RECONCILE_MAX_EVENTS` in transactions of this size.
+const BATCH_EVENTS: usize = 2_000;
+/// A pass starts no new batch after this long (ms): the cron runs every minute.
+const TIME_BUDGET_MS: f64 = 20_000.0;
 /// The most items the pass repairs (each is one script with all its likers).
 const MAX_REPAIRS: usize = 20;
 /// The most touched items the drift check samples besides the stalest ones.
@@ -209,47 +214,73 @@ async fn pass(
         .first(None)
         .await?
         .ok_or_else(|| AppError::RecordFailed("outbox_state has no row: migrate D1".into()))?;
-    let after = record::parse_marks(&state.marks)
+    let mut after = record::parse_marks(&state.marks)
         .ok_or_else(|| AppError::RecordFailed(format!("outbox_state.marks: {}", state.marks)))?;
-    let batch = engine
-        .outbox_read(&after, config.reconcile.max_events)
-        .await?;
-    for bad in &batch.unreadable {
-        console_warn!(
-            "reconcile: skipped unreadable outbox entry {} of shard {}: {}",
-            bad.id.map_or_else(|| "?".to_owned(), |id| id.to_string()),
-            bad.shard,
-            bad.reason
-        );
-    }
-    *unreadable = batch.unreadable.len() as u64;
+    let started = http::now_ms();
+    let mut seq = state.seq;
     let mut report = PassReport::default();
-    let mut touched = Vec::new();
-    if batch.marks != after {
-        let plan = record::plan(&batch);
-        let seq = JsValue::from_f64(state.seq as f64);
-        let statements = plan
-            .statements
-            .iter()
-            .map(|s| {
-                db.prepare(s.sql)
-                    .bind(&[JsValue::from_str(&s.rows), seq.clone()])
-            })
-            .collect::<worker::Result<Vec<_>>>()?;
-        let results = db.batch(statements).await?;
-        if changes(results.last())? != 1 {
-            return Err(PassError::Superseded);
+    let mut touched = std::collections::BTreeSet::new();
+    // Reads of up to RECONCILE_MAX_EVENTS (less what was applied), each
+    // applied in D1 transactions of at most BATCH_EVENTS, until the outbox is
+    // drained, RECONCILE_MAX_EVENTS are applied or the time budget is spent.
+    'reads: loop {
+        let left = config
+            .reconcile
+            .max_events
+            .saturating_sub(report.events_applied as usize);
+        let read = engine.outbox_read(&after, left.max(1)).await?;
+        for bad in &read.unreadable {
+            console_warn!(
+                "reconcile: skipped unreadable outbox entry {} of shard {}: {}",
+                bad.id.map_or_else(|| "?".to_owned(), |id| id.to_string()),
+                bad.shard,
+                bad.reason
+            );
         }
-        if config.reconcile.stop_after_record {
-            return Err(PassError::Fault);
+        if read.marks == after {
+            break;
         }
-        report.events_applied = plan.events as u64;
-        touched = plan.touched;
+        for batch in record::split(&read, &after, BATCH_EVENTS) {
+            let plan = record::plan(&batch);
+            let guard = JsValue::from_f64(seq as f64);
+            let statements = plan
+                .statements
+                .iter()
+                .map(|s| {
+                    db.prepare(s.sql)
+                        .bind(&[JsValue::from_str(&s.rows), guard.clone()])
+                })
+                .collect::<worker::Result<Vec<_>>>()?;
+            let results = db.batch(statements).await?;
+            if changes(results.last())? != 1 {
+                // Another pass applied this batch (the lease expired under a
+                // slow pass): what it committed is its to trim and check.
+                if report.events_applied == 0 && *unreadable == 0 {
+                    return Err(PassError::Superseded);
+                }
+                break 'reads;
+            }
+            if config.reconcile.stop_after_record {
+                return Err(PassError::Fault);
+            }
+            seq += 1;
+            after = batch.marks;
+            report.events_applied += plan.events as u64;
+            *unreadable += batch.unreadable.len() as u64;
+            touched.extend(plan.touched);
+            if http::now_ms() - started > TIME_BUDGET_MS {
+                break 'reads;
+            }
+        }
+        if !read.more || report.events_applied as usize >= config.reconcile.max_events {
+            break;
+        }
     }
-    // Up to the marks D1 holds now: also what a pass that died before its
-    // trim left behind (trimming an id twice removes nothing more).
-    engine.outbox_trim(&batch.marks).await?;
-    let (checked, repaired) = check_drift(db, config, &touched, &batch.marks).await?;
+    let touched: Vec<String> = touched.into_iter().collect();
+    // Up to the marks this pass committed or read from D1: also what a pass
+    // that died before its trim left behind (trimming twice removes nothing more).
+    engine.outbox_trim(&after).await?;
+    let (checked, repaired) = check_drift(db, config, &touched, &after).await?;
     report.items_checked = checked;
     report.repaired = repaired;
     report.lag = engine.outbox_lag().await?;
