@@ -31,7 +31,7 @@ pub const LATENCY_BUCKETS_MS: [f64; 33] = [
 
 /// The route patterns of the worker's router, as in the OpenAPI document. Requests
 /// are labelled with these, never with the raw path, so no item id becomes a label.
-pub const ROUTES: [&str; 15] = [
+pub const ROUTES: [&str; 17] = [
     "/",
     "/tally.js",
     "/healthz",
@@ -46,6 +46,8 @@ pub const ROUTES: [&str; 15] = [
     "/v1/items/{item}/counters/{name}",
     "/v1/items/{item}/badge.svg",
     "/v1/trending",
+    "/v1/admin/import",
+    "/v1/admin/items/{item}/merge",
     "/v1/admin/reconcile",
 ];
 

@@ -96,9 +96,13 @@ pub static AUDIT: Script = Script::new("audit", locking!("audit.lua"));
 pub static REPAIR: Script = Script::new("repair", locking!("repair.lua"));
 /// Give up the reconciliation lease if it is still ours.
 pub static RELEASE: Script = Script::new("release", locking!("release.lua"));
+/// Set the starting counts of many items (`POST /v1/admin/import`).
+pub static IMPORT: Script = Script::new("import", locking!("import.lua"));
+/// Fold an old item id into a new one (`POST /v1/admin/items/{item}/merge`).
+pub static MERGE: Script = Script::new("merge", locking!("merge.lua"));
 
 /// Every script, for loading and for the SHA1 test.
-pub static ALL: [&Script; 8] = [
+pub static ALL: [&Script; 10] = [
     &RATE_LIMIT,
     &LIKE,
     &VIEW,
@@ -107,6 +111,8 @@ pub static ALL: [&Script; 8] = [
     &AUDIT,
     &REPAIR,
     &RELEASE,
+    &IMPORT,
+    &MERGE,
 ];
 
 #[cfg(test)]

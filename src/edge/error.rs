@@ -20,6 +20,14 @@ pub enum AppError {
     /// The body is not the JSON the route expects.
     #[error("{0}")]
     InvalidBody(String),
+    /// An import is refused: a line is bad (its number, 1-based), or it has none.
+    #[error("{message}")]
+    InvalidImport {
+        /// The bad line, when one is to blame.
+        line: Option<usize>,
+        /// What is wrong, naming the line.
+        message: String,
+    },
     /// A query parameter is missing or malformed.
     #[error("{0}")]
     InvalidQuery(String),
@@ -44,9 +52,9 @@ pub enum AppError {
     /// An `Idempotency-Key` was reused with a different request.
     #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyConflict,
-    /// The body is over the limit.
-    #[error("request bodies are limited to 8 KiB")]
-    BodyTooLarge,
+    /// The body is over the route's limit, in bytes.
+    #[error("request bodies on this route are limited to {} KiB", .0 / 1024)]
+    BodyTooLarge(usize),
     /// The caller is over the write limit; carries the window's status.
     #[error("too many writes: retry after the window resets")]
     RateLimited(RateStatus),
@@ -105,6 +113,7 @@ impl AppError {
             AppError::InvalidItem(_) => (400, "invalid_item"),
             AppError::InvalidName(_) => (400, "invalid_counter"),
             AppError::InvalidBody(_) => (400, "invalid_body"),
+            AppError::InvalidImport { .. } => (400, "invalid_import"),
             AppError::InvalidQuery(_) => (400, "invalid_query"),
             AppError::InvalidHeader(_) => (400, "invalid_header"),
             AppError::Unauthorized(_) => (401, "unauthorized"),
@@ -114,7 +123,7 @@ impl AppError {
             AppError::MethodNotAllowed(_) => (405, "method_not_allowed"),
             AppError::IdempotencyConflict => (409, "idempotency_conflict"),
             AppError::ReconcileRunning => (409, "reconcile_running"),
-            AppError::BodyTooLarge => (413, "body_too_large"),
+            AppError::BodyTooLarge(_) => (413, "body_too_large"),
             AppError::CounterOverflow(_) => (422, "counter_overflow"),
             AppError::RateLimited(_) => (429, "rate_limited"),
             AppError::Misconfigured(_) => (500, "misconfigured"),
@@ -134,7 +143,13 @@ impl AppError {
             AppError::Internal(detail) => console_error!("internal error: {detail}"),
             _ => {}
         }
-        let body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
+        let mut body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
+        if let AppError::InvalidImport {
+            line: Some(line), ..
+        } = &self
+        {
+            body["error"]["line"] = (*line).into();
+        }
         let mut response = super::http::json(status, &body)?;
         let headers = response.headers_mut();
         match &self {

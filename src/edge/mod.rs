@@ -90,7 +90,7 @@ async fn dispatch(
     let Some(method) = method.filter(|m| route.methods().contains(m)) else {
         return Err(AppError::MethodNotAllowed(route.allow()));
     };
-    http::check_declared_length(req)?;
+    http::check_declared_length(req, route.max_body_bytes())?;
     // Static files need no secret, so they work even on a misconfigured worker.
     if let Route::Demo | Route::Embed | Route::OpenApi = route {
         return assets::serve(req, env).await;
@@ -114,6 +114,8 @@ async fn dispatch(
         Route::Trending => handlers::items::trending(req, config).await,
         Route::Badge(item) => handlers::badge::badge(req, config, item).await,
         Route::Metrics => metrics::serve(req, config).await,
+        Route::Import => handlers::transfer::import(req, config).await,
+        Route::Merge(item) => handlers::transfer::merge(req, config, item).await,
         Route::Reconcile => record::reconcile(req, env, config).await,
         // Answered above, before the configuration is needed.
         Route::Demo | Route::Embed | Route::OpenApi => Err(AppError::NotFound),
