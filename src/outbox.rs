@@ -171,19 +171,16 @@ impl Event {
             return Err(fail(None, "not an [id, fields] entry"));
         };
         let id = StreamId::parse(id).ok_or_else(|| fail(None, "bad stream id"))?;
-        let mut fields = BTreeMap::new();
+        let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(flat.len() / 2);
         for pair in flat.chunks(2) {
             let [Value::String(name), Value::String(value)] = pair else {
                 return Err(fail(Some(id), "fields are not string pairs"));
             };
-            fields.insert(name.as_str(), value.as_str());
+            pairs.push((name.as_str(), value.as_str()));
         }
-        let field = |name: &str| {
-            fields
-                .get(name)
-                .copied()
-                .ok_or_else(|| fail(Some(id), &format!("no `{name}`")))
-        };
+        // A handful of fields: a scan, the last of a repeated name winning.
+        let get = |name: &str| pairs.iter().rev().find(|p| p.0 == name).map(|p| p.1);
+        let field = |name: &str| get(name).ok_or_else(|| fail(Some(id), &format!("no `{name}`")));
         let text = |name: &str| field(name).map(str::to_owned);
         let op = match field("op")? {
             "like" => Op::Like { who: text("who")? },
@@ -207,14 +204,14 @@ impl Event {
                 }
             }
             "import" => {
-                let number = |name: &str| match fields.get(name) {
+                let number = |name: &str| match get(name) {
                     None => Ok(None),
                     Some(v) => v
                         .parse()
                         .map(Some)
                         .map_err(|_| fail(Some(id), &format!("bad `{name}`"))),
                 };
-                let counters = match fields.get("counters") {
+                let counters = match get("counters") {
                     None => BTreeMap::new(),
                     Some(json) => {
                         parse_counters(json).ok_or_else(|| fail(Some(id), "bad `counters`"))?
@@ -239,7 +236,7 @@ impl Event {
             id,
             item: text("item")?,
             t: field("t")?.parse().map_err(|_| fail(Some(id), "bad `t`"))?,
-            idem: fields.get("idem").map(|s| (*s).to_owned()),
+            idem: get("idem").map(str::to_owned),
             op,
         })
     }
@@ -250,15 +247,24 @@ fn parse_counters(json: &str) -> Option<BTreeMap<String, CounterValue>> {
     let Value::Object(map) = serde_json::from_str(json).ok()? else {
         return None;
     };
-    map.into_iter()
-        .map(|(name, value)| {
-            let value = match value.as_i64() {
-                Some(n) => CounterValue::Int(n),
-                None => CounterValue::Float(value.as_f64().filter(|f| f.is_finite())?),
-            };
-            Some((name, value))
-        })
-        .collect()
+    let mut counters = BTreeMap::new();
+    for (name, value) in map {
+        let value = match value.as_i64() {
+            Some(n) => CounterValue::Int(n),
+            None => CounterValue::Float(value.as_f64().filter(|f| f.is_finite())?),
+        };
+        counters.insert(name, value);
+    }
+    Some(counters)
+}
+
+/// The positions `n` of `entries` `(id, shard, n)` in stream order: by id,
+/// then shard, then position. The one sort of the outbox code (each sort
+/// instantiated for another type is more code in the wasm).
+pub fn order(entries: impl Iterator<Item = (StreamId, usize, usize)>) -> Vec<usize> {
+    let mut entries: Vec<(StreamId, usize, usize)> = entries.collect();
+    entries.sort_unstable();
+    entries.into_iter().map(|(_, _, n)| n).collect()
 }
 
 /// What one read of the outbox gives the pass.
@@ -313,12 +319,17 @@ pub fn merge(
             cut = Some(cut.map_or(last, |c: StreamId| c.min(last)));
         }
     }
-    all.sort_by_key(|(id, shard, _)| (*id, *shard));
+    let order = order(
+        all.iter()
+            .enumerate()
+            .map(|(n, (id, shard, _))| (*id, *shard, n)),
+    );
+    let mut all: Vec<Option<_>> = all.into_iter().map(Some).collect();
     let mut batch = Batch {
         marks: *after,
         ..Batch::default()
     };
-    for (id, shard, parsed) in all {
+    for (id, shard, parsed) in order.into_iter().filter_map(|n| all[n].take()) {
         if id == StreamId::ZERO {
             if let Err(bad) = parsed {
                 batch.unreadable.push(bad);

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use crate::engine::{Amount, CounterValue, FLOAT_DIGITS, ItemSnapshot, UniqueViewers};
 use crate::keys::Bucket;
-use crate::outbox::{Batch, Event, Op, SHARDS, StreamId};
+use crate::outbox::{self, Batch, Event, Op, SHARDS, StreamId};
 
 /// Every statement's guard: the batch applies only on top of the state it was read against.
 macro_rules! guard {
@@ -249,9 +249,14 @@ pub fn split(batch: &Batch, after: &[StreamId; SHARDS], size: usize) -> Vec<Batc
     if batch.events.len() <= size {
         return vec![batch.clone()];
     }
-    let mut skipped: Vec<_> = batch.unreadable.iter().filter(|u| u.id.is_some()).collect();
-    skipped.sort_by_key(|u| (u.id, u.shard));
-    let mut skipped = skipped.into_iter().peekable();
+    let skipped = outbox::order(
+        batch
+            .unreadable
+            .iter()
+            .enumerate()
+            .filter_map(|(n, u)| Some((u.id?, u.shard, n))),
+    );
+    let mut skipped = skipped.iter().map(|&n| &batch.unreadable[n]).peekable();
     let pieces = batch.events.len().div_ceil(size);
     let mut marks = *after;
     let mut out = Vec::with_capacity(pieces);
@@ -468,7 +473,9 @@ impl Segment {
                 };
                 push(LIKERS_ADD, likers(true));
                 push(LIKERS_REMOVE, likers(false));
-                let liked: BTreeSet<&String> = d.likers.keys().map(|(item, _)| item).collect();
+                // The likers' keys are sorted by item: dedup leaves each item once, in order.
+                let mut liked: Vec<&String> = d.likers.keys().map(|(item, _)| item).collect();
+                liked.dedup();
                 push(LIKES_RECOUNT, liked.into_iter().map(|i| json!(i)).collect());
                 push(
                     DAYS_ADD,
@@ -621,13 +628,19 @@ pub fn snapshot(
         likes: row.map_or(0, |r| count(r.likes)),
         views: row.map_or(0, |r| count(r.views)),
         unique_viewers: UniqueViewers::default(),
-        counters: counters
-            .iter()
-            .filter(|c| c.item == item)
-            .map(|c| (c.name.clone(), c.value()))
-            .collect(),
+        counters: counters_of(item, counters),
         liked,
     }
+}
+
+/// The counters of `item` among `rows`, by name. Built by inserting, not by
+/// `collect()`: collecting into a `BTreeMap` sorts, and each sort is more code in the wasm.
+pub fn counters_of(item: &str, rows: &[CounterRow]) -> BTreeMap<String, CounterValue> {
+    let mut counters = BTreeMap::new();
+    for row in rows.iter().filter(|c| c.item == item) {
+        counters.insert(row.name.clone(), row.value());
+    }
+    counters
 }
 
 #[cfg(test)]

@@ -169,31 +169,33 @@ fn count(object: &Map<String, Value>, name: &str) -> Result<Option<u64>, String>
 }
 
 fn counters(map: &Map<String, Value>) -> Result<BTreeMap<CounterName, CounterValue>, String> {
-    map.iter()
-        .map(|(name, value)| {
-            let name = CounterName::parse(name).map_err(|e| format!("counter `{name}`: {e}"))?;
-            let number = value
-                .as_number()
-                .ok_or_else(|| format!("counter `{name}` must be a number"))?;
-            let value = match number.as_i64() {
-                Some(n) => CounterValue::Int(n),
-                None => {
-                    let f = number
-                        .as_f64()
-                        .filter(|f| f.is_finite())
-                        .ok_or_else(|| format!("counter `{name}` must be a finite number"))?;
-                    // A whole float (`2.0`) is the integer Redis keeps and
-                    // reads back (`2`): the event and the record say so too.
-                    if f.fract() == 0.0 && f.abs() < 9.0e18 {
-                        CounterValue::Int(f as i64)
-                    } else {
-                        CounterValue::Float(f)
-                    }
+    // Inserted, not collected: collecting into a `BTreeMap` sorts, and each
+    // sort is more code in the wasm.
+    let mut counters = BTreeMap::new();
+    for (name, value) in map {
+        let name = CounterName::parse(name).map_err(|e| format!("counter `{name}`: {e}"))?;
+        let number = value
+            .as_number()
+            .ok_or_else(|| format!("counter `{name}` must be a number"))?;
+        let value = match number.as_i64() {
+            Some(n) => CounterValue::Int(n),
+            None => {
+                let f = number
+                    .as_f64()
+                    .filter(|f| f.is_finite())
+                    .ok_or_else(|| format!("counter `{name}` must be a finite number"))?;
+                // A whole float (`2.0`) is the integer Redis keeps and
+                // reads back (`2`): the event and the record say so too.
+                if f.fract() == 0.0 && f.abs() < 9.0e18 {
+                    CounterValue::Int(f as i64)
+                } else {
+                    CounterValue::Float(f)
                 }
-            };
-            Ok((name, value))
-        })
-        .collect()
+            }
+        };
+        counters.insert(name, value);
+    }
+    Ok(counters)
 }
 
 /// A counter value as Redis keeps it (the text `HSET` stores).

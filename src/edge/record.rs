@@ -13,11 +13,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
-use worker::wasm_bindgen::JsValue;
+use worker::js_sys::{self, Array, Reflect};
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::Request;
-use worker::{D1Database, D1PreparedStatement, D1Result, Env, Response, console_log, console_warn};
+use worker::worker_sys::types::D1Database as D1Sys;
+use worker::{D1Database, Env, Response, console_log, console_warn};
 
 use super::config::Config;
 use super::error::AppError;
@@ -74,16 +75,6 @@ impl From<EngineError> for PassError {
     fn from(error: EngineError) -> Self {
         PassError::App(error.into())
     }
-}
-
-impl From<worker::Error> for PassError {
-    fn from(error: worker::Error) -> Self {
-        PassError::App(d1_failed(error))
-    }
-}
-
-fn d1_failed(error: worker::Error) -> AppError {
-    AppError::RecordFailed(error.to_string())
 }
 
 /// The `DB` binding, or `503 record_unavailable`.
@@ -195,13 +186,6 @@ async fn count(config: &Config, metrics: &Metrics) {
     }
 }
 
-/// `outbox_state`'s one row.
-#[derive(Deserialize)]
-struct State {
-    seq: i64,
-    marks: String,
-}
-
 /// The pass under the lease.
 async fn pass(
     db: &D1Database,
@@ -209,15 +193,15 @@ async fn pass(
     unreadable: &mut u64,
 ) -> Result<PassReport, PassError> {
     let engine = config.engine();
-    let state: State = db
-        .prepare(record::READ_STATE)
-        .first(None)
-        .await?
+    let answers = query(db, &[Sql(record::READ_STATE, Vec::new())]).await?;
+    let state = rows(&answers, 0)?
+        .first()
         .ok_or_else(|| AppError::RecordFailed("outbox_state has no row: migrate D1".into()))?;
-    let mut after = record::parse_marks(&state.marks)
-        .ok_or_else(|| AppError::RecordFailed(format!("outbox_state.marks: {}", state.marks)))?;
+    let marks = text(state, "marks")?;
+    let mut after = record::parse_marks(&marks)
+        .ok_or_else(|| AppError::RecordFailed(format!("outbox_state.marks: {marks}")))?;
     let started = http::now_ms();
-    let mut seq = state.seq;
+    let mut seq = int(state, "seq")?;
     let mut report = PassReport::default();
     let mut touched = std::collections::BTreeSet::new();
     // Reads of up to RECONCILE_MAX_EVENTS (less what was applied), each
@@ -243,15 +227,12 @@ async fn pass(
         for batch in record::split(&read, &after, BATCH_EVENTS) {
             let plan = record::plan(&batch);
             let guard = JsValue::from_f64(seq as f64);
-            let statements = plan
+            let statements: Vec<Sql<'_>> = plan
                 .statements
                 .iter()
-                .map(|s| {
-                    db.prepare(s.sql)
-                        .bind(&[JsValue::from_str(&s.rows), guard.clone()])
-                })
-                .collect::<worker::Result<Vec<_>>>()?;
-            let results = db.batch(statements).await?;
+                .map(|s| Sql(s.sql, vec![JsValue::from_str(&s.rows), guard.clone()]))
+                .collect();
+            let results = query(db, &statements).await?;
             if changes(results.last())? != 1 {
                 // Another pass applied this batch (the lease expired under a
                 // slow pass): what it committed is its to trim and check.
@@ -287,28 +268,117 @@ async fn pass(
     Ok(report)
 }
 
+/// One statement: its SQL and its parameters (`?1`, `?2`...).
+struct Sql<'a>(&'a str, Vec<JsValue>);
+
+/// What D1 answered one statement of a batch.
+struct Answer {
+    /// Its rows: JS objects, read with [`text`], [`int`] and [`float`].
+    rows: Vec<JsValue>,
+    /// The rows it changed (`meta.changes`).
+    changes: Option<f64>,
+}
+
+/// Runs `statements` as ONE `DB.batch` (one transaction) and answers each
+/// one's rows and change count. Every D1 call goes through here, and rows are
+/// read field by field: the worker crate's typed reads deserialise through
+/// serde-wasm-bindgen, which put a deserializer per row type in the wasm.
+async fn query(db: &D1Database, statements: &[Sql<'_>]) -> Result<Vec<Answer>, AppError> {
+    let sys: &D1Sys = db.unchecked_ref();
+    let prepared = Array::new();
+    for Sql(sql, params) in statements {
+        let statement = sys.prepare(sql).map_err(js_failed)?;
+        let params: Array = params.iter().collect();
+        prepared.push(statement.bind(params).map_err(js_failed)?.as_ref());
+    }
+    let promise = sys.batch(prepared).map_err(js_failed)?;
+    let results = JsFuture::from(promise).await.map_err(js_failed)?;
+    let results: Array = results.dyn_into().map_err(js_failed)?;
+    Ok(results
+        .iter()
+        .map(|result| Answer {
+            rows: field(&result, "results")
+                .dyn_into::<Array>()
+                .map(|rows| rows.to_vec())
+                .unwrap_or_default(),
+            changes: field(&field(&result, "meta"), "changes").as_f64(),
+        })
+        .collect())
+}
+
+/// D1's error, as the detail of `503 record_unavailable` (logged, never answered).
+fn js_failed(error: JsValue) -> AppError {
+    let message = match error.dyn_ref::<js_sys::Error>() {
+        Some(e) => match e.cause().dyn_ref::<js_sys::Error>() {
+            Some(cause) => format!("{}: {}", e.message(), cause.message()),
+            None => e.message().into(),
+        },
+        None => error.as_string().unwrap_or_else(|| "D1 failed".to_owned()),
+    };
+    AppError::RecordFailed(message)
+}
+
+/// A property of a JS object (`undefined` when it has none).
+fn field(object: &JsValue, name: &str) -> JsValue {
+    Reflect::get(object, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED)
+}
+
+fn bad_column(name: &str) -> AppError {
+    AppError::RecordFailed(format!("column {name}: missing or of the wrong type"))
+}
+
+/// A text column of a row.
+fn text(row: &JsValue, name: &str) -> Result<String, AppError> {
+    field(row, name).as_string().ok_or_else(|| bad_column(name))
+}
+
+/// A numeric column of a row.
+fn float(row: &JsValue, name: &str) -> Result<f64, AppError> {
+    field(row, name).as_f64().ok_or_else(|| bad_column(name))
+}
+
+/// An integer column of a row (a JS number that is a safe integer).
+fn int(row: &JsValue, name: &str) -> Result<i64, AppError> {
+    let n = float(row, name)?;
+    let safe = n.fract() == 0.0 && n.abs() <= 9_007_199_254_740_991.0;
+    safe.then_some(n as i64).ok_or_else(|| bad_column(name))
+}
+
+/// The rows of the `n`th statement of a batch.
+fn rows(answers: &[Answer], n: usize) -> Result<&[JsValue], AppError> {
+    answers
+        .get(n)
+        .map(|a| a.rows.as_slice())
+        .ok_or_else(|| AppError::RecordFailed("a batch answered too few results".into()))
+}
+
 /// The rows a statement changed.
-fn changes(result: Option<&D1Result>) -> Result<usize, AppError> {
-    let meta = result
-        .map(D1Result::meta)
-        .transpose()
-        .map_err(d1_failed)?
-        .flatten();
-    meta.and_then(|m| m.changes)
+fn changes(result: Option<&Answer>) -> Result<usize, AppError> {
+    result
+        .and_then(|a| a.changes)
+        .map(|n| n as usize)
         .ok_or_else(|| AppError::RecordFailed("a batch answered no change count".into()))
 }
 
-/// A statement bound to `params`.
-fn bound(db: &D1Database, sql: &str, params: &[JsValue]) -> Result<D1PreparedStatement, AppError> {
-    db.prepare(sql).bind(params).map_err(d1_failed)
+/// An `items` row.
+fn item_row(row: &JsValue) -> Result<ItemRow, AppError> {
+    Ok(ItemRow {
+        item: text(row, "item")?,
+        likes: int(row, "likes")?,
+        likes_base: int(row, "likes_base")?,
+        views: int(row, "views")?,
+    })
 }
 
-/// The rows of one result of a batch.
-fn rows<T: DeserializeOwned>(result: Option<&D1Result>) -> Result<Vec<T>, AppError> {
-    result
-        .ok_or_else(|| AppError::RecordFailed("a batch answered too few results".into()))?
-        .results()
-        .map_err(d1_failed)
+/// A `counters` row.
+fn counter_row(row: &JsValue) -> Result<CounterRow, AppError> {
+    Ok(CounterRow {
+        item: text(row, "item")?,
+        name: text(row, "name")?,
+        int_value: int(row, "int_value")?,
+        float_value: float(row, "float_value")?,
+        is_float: int(row, "is_float")?,
+    })
 }
 
 /// Compares the items the batch touched and the ones checked longest ago with
@@ -321,27 +391,25 @@ async fn check_drift(
     marks: &[StreamId; SHARDS],
 ) -> Result<(u64, u64), PassError> {
     let touched: Vec<&String> = touched.iter().take(MAX_TOUCHED_CHECKED).collect();
-    let results = db
-        .batch(vec![
-            bound(
-                db,
+    let results = query(
+        db,
+        &[
+            Sql(
                 record::READ_ITEMS,
-                &[JsValue::from_str(
+                vec![JsValue::from_str(
                     &serde_json::to_string(&touched).unwrap_or_default(),
                 )],
-            )?,
-            bound(
-                db,
+            ),
+            Sql(
                 record::READ_STALEST,
-                &[JsValue::from_f64(config.reconcile.sample as f64)],
-            )?,
-        ])
-        .await?;
+                vec![JsValue::from_f64(config.reconcile.sample as f64)],
+            ),
+        ],
+    )
+    .await?;
     let mut sample: BTreeMap<String, ItemRow> = BTreeMap::new();
-    for row in rows::<ItemRow>(results.first())?
-        .into_iter()
-        .chain(rows::<ItemRow>(results.get(1))?)
-    {
+    for row in rows(&results, 0)?.iter().chain(rows(&results, 1)?) {
+        let row = item_row(row)?;
         sample.insert(row.item.clone(), row);
     }
     // An id the record holds that is no longer valid cannot name Redis keys.
@@ -369,28 +437,32 @@ async fn check_drift(
     if !drifted.is_empty() {
         let names: Vec<&str> = drifted.iter().map(|(id, _, _)| id.as_str()).collect();
         let names = JsValue::from_str(&serde_json::to_string(&names).unwrap_or_default());
-        let results = db
-            .batch(vec![
-                bound(db, record::READ_LIKERS_OF, std::slice::from_ref(&names))?,
-                bound(db, record::READ_COUNTERS_OF, &[names])?,
-            ])
-            .await?;
-        let likers: Vec<LikerRow> = rows(results.first())?;
-        let counters: Vec<CounterRow> = rows(results.get(1))?;
+        let results = query(
+            db,
+            &[
+                Sql(record::READ_LIKERS_OF, vec![names.clone()]),
+                Sql(record::READ_COUNTERS_OF, vec![names]),
+            ],
+        )
+        .await?;
+        let likers = rows(&results, 0)?
+            .iter()
+            .map(|row| Ok((text(row, "item")?, text(row, "who")?)))
+            .collect::<Result<Vec<_>, AppError>>()?;
+        let counters = rows(&results, 1)?
+            .iter()
+            .map(counter_row)
+            .collect::<Result<Vec<_>, _>>()?;
         for (id, row, why) in drifted {
             let item = RecordItem {
                 likes_base: u64::try_from(row.likes_base).unwrap_or(0),
                 views: u64::try_from(row.views).unwrap_or(0),
                 likers: likers
                     .iter()
-                    .filter(|l| l.item == row.item)
-                    .map(|l| l.who.clone())
+                    .filter(|(item, _)| *item == row.item)
+                    .map(|(_, who)| who.clone())
                     .collect(),
-                counters: counters
-                    .iter()
-                    .filter(|c| c.item == row.item)
-                    .map(|c| (c.name.clone(), c.value()))
-                    .collect(),
+                counters: record::counters_of(&row.item, &counters),
             };
             match engine.repair(id, &item, marks[outbox::shard(id)]).await? {
                 RepairOutcome::Repaired { before, after } => {
@@ -416,31 +488,18 @@ async fn check_drift(
         }
     }
     let checked: Vec<&str> = ids.iter().map(ItemId::as_str).collect();
-    bound(
+    query(
         db,
-        record::MARK_CHECKED,
-        &[
-            JsValue::from_str(&serde_json::to_string(&checked).unwrap_or_default()),
-            JsValue::from_f64(http::now() as f64),
-        ],
-    )?
-    .run()
-    .await
-    .map_err(d1_failed)?;
+        &[Sql(
+            record::MARK_CHECKED,
+            vec![
+                JsValue::from_str(&serde_json::to_string(&checked).unwrap_or_default()),
+                JsValue::from_f64(http::now() as f64),
+            ],
+        )],
+    )
+    .await?;
     Ok((ids.len() as u64, repaired))
-}
-
-/// A `likers` row.
-#[derive(Deserialize)]
-struct LikerRow {
-    item: String,
-    who: String,
-}
-
-/// `liked`'s row.
-#[derive(Deserialize)]
-struct Liked {
-    liked: i64,
 }
 
 /// `GET /v1/items/{item}?source=record` (API key): the item as the record
@@ -456,25 +515,23 @@ pub async fn read(
     let db = database(env)?;
     let id = JsValue::from_str(item.as_str());
     let mut statements = vec![
-        bound(&db, record::READ_ITEM, std::slice::from_ref(&id))?,
-        bound(&db, record::READ_COUNTERS, std::slice::from_ref(&id))?,
+        Sql(record::READ_ITEM, vec![id.clone()]),
+        Sql(record::READ_COUNTERS, vec![id.clone()]),
     ];
     if let Some(who) = who {
-        statements.push(bound(
-            &db,
-            record::READ_LIKED,
-            &[id, JsValue::from_str(who)],
-        )?);
+        statements.push(Sql(record::READ_LIKED, vec![id, JsValue::from_str(who)]));
     }
-    let results = db.batch(statements).await.map_err(d1_failed)?;
-    let row: Option<ItemRow> = rows(results.first())?.into_iter().next();
-    let counters: Vec<CounterRow> = rows(results.get(1))?;
+    let results = query(&db, &statements).await?;
+    let row = rows(&results, 0)?.first().map(item_row).transpose()?;
+    let counters = rows(&results, 1)?
+        .iter()
+        .map(counter_row)
+        .collect::<Result<Vec<_>, _>>()?;
     let liked = match who {
-        Some(_) => Some(
-            rows::<Liked>(results.get(2))?
-                .first()
-                .is_some_and(|l| l.liked > 0),
-        ),
+        Some(_) => match rows(&results, 2)?.first() {
+            Some(row) => Some(int(row, "liked")? > 0),
+            None => Some(false),
+        },
         None => None,
     };
     Ok(record::snapshot(
@@ -483,13 +540,6 @@ pub async fn read(
         &counters,
         liked,
     ))
-}
-
-/// A `daily_views` row.
-#[derive(Deserialize)]
-struct DayRow {
-    day: i64,
-    views: i64,
 }
 
 /// Fills the day points Redis no longer keeps (older than 400 days) from the
@@ -510,25 +560,27 @@ pub async fn fill_old_days(
     let Ok(db) = env.d1("DB") else {
         return Ok(());
     };
-    let days: Vec<DayRow> = bound(
+    let results = query(
         &db,
-        record::READ_DAYS,
-        &[
-            JsValue::from_str(item.as_str()),
-            JsValue::from_f64(first as f64),
-            JsValue::from_f64(last as f64),
-        ],
-    )?
-    .all()
-    .await
-    .map_err(d1_failed)?
-    .results()
-    .map_err(d1_failed)?;
-    let days: BTreeMap<i64, i64> = days.into_iter().map(|d| (d.day, d.views)).collect();
+        &[Sql(
+            record::READ_DAYS,
+            vec![
+                JsValue::from_str(item.as_str()),
+                JsValue::from_f64(first as f64),
+                JsValue::from_f64(last as f64),
+            ],
+        )],
+    )
+    .await?;
+    // In day order (`ORDER BY day`), so a binary search finds a point's day.
+    let days = rows(&results, 0)?
+        .iter()
+        .map(|row| Ok((int(row, "day")?, int(row, "views")?)))
+        .collect::<Result<Vec<(i64, i64)>, AppError>>()?;
     for point in points.iter_mut().filter(|p| gone(p)) {
         point.views = days
-            .get(&point.t)
-            .map_or(0, |v| u64::try_from(*v).unwrap_or(0));
+            .binary_search_by_key(&point.t, |d| d.0)
+            .map_or(0, |n| u64::try_from(days[n].1).unwrap_or(0));
     }
     Ok(())
 }
