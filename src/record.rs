@@ -327,16 +327,32 @@ enum Segment {
     Merges(Vec<Merge>),
 }
 
+/// The key of every map of [`Deltas`]: (item, identity or counter name or
+/// `""`, UTC day start or 0). One key and one value type for the four maps:
+/// each `BTreeMap` instantiated for other types is more code in the wasm.
+type Key = (String, String, i64);
+
+/// A sum of [`Deltas`]; each map uses the fields it names.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sum {
+    views: u64,
+    t: i64,
+    likes: bool,
+    int: i64,
+    float: f64,
+    is_float: bool,
+}
+
 #[derive(Default)]
 struct Deltas {
-    /// Per item: views added and the latest event time.
-    items: BTreeMap<String, (u64, i64)>,
-    /// Per (item, identity): whether it likes the item after the segment.
-    likers: BTreeMap<(String, String), bool>,
-    /// Per (item, UTC day start): views.
-    days: BTreeMap<(String, i64), u64>,
-    /// Per (item, counter): integer sum, float sum, whether any add was a float.
-    counters: BTreeMap<(String, String), (i64, f64, bool)>,
+    /// Per (item, "", 0): views added and the latest event time `t`.
+    items: BTreeMap<Key, Sum>,
+    /// Per (item, identity, 0): whether it `likes` the item after the segment.
+    likers: BTreeMap<Key, Sum>,
+    /// Per (item, "", UTC day start): views.
+    days: BTreeMap<Key, Sum>,
+    /// Per (item, counter, 0): integer sum, float sum, whether any add `is_float`.
+    counters: BTreeMap<Key, Sum>,
 }
 
 #[derive(Default)]
@@ -412,30 +428,40 @@ fn segments(events: &[Event]) -> Vec<Segment> {
 
 impl Deltas {
     fn add(&mut self, event: &Event, op: &Op) {
-        let entry = self.items.entry(event.item.clone()).or_insert((0, event.t));
-        entry.1 = entry.1.max(event.t);
+        let entry = self
+            .items
+            .entry((event.item.clone(), String::new(), 0))
+            .or_insert(Sum {
+                t: event.t,
+                ..Sum::default()
+            });
+        entry.t = entry.t.max(event.t);
         match op {
             Op::Like { who } | Op::Unlike { who } => {
                 let likes = matches!(op, Op::Like { .. });
-                self.likers.insert((event.item.clone(), who.clone()), likes);
+                let key = (event.item.clone(), who.clone(), 0);
+                self.likers.insert(
+                    key,
+                    Sum {
+                        likes,
+                        ..Sum::default()
+                    },
+                );
             }
             Op::View => {
-                entry.0 += 1;
-                *self
-                    .days
-                    .entry((event.item.clone(), Bucket::Day.start(event.t)))
-                    .or_default() += 1;
+                entry.views += 1;
+                let day = Bucket::Day.start(event.t);
+                let key = (event.item.clone(), String::new(), day);
+                self.days.entry(key).or_default().views += 1;
             }
             Op::Add { name, by } => {
-                let sum = self
-                    .counters
-                    .entry((event.item.clone(), name.clone()))
-                    .or_insert((0, 0.0, false));
+                let key = (event.item.clone(), name.clone(), 0);
+                let sum = self.counters.entry(key).or_default();
                 match by {
-                    Amount::Int(n) => sum.0 = sum.0.saturating_add(*n),
+                    Amount::Int(n) => sum.int = sum.int.saturating_add(*n),
                     Amount::Float(f) => {
-                        sum.1 += f;
-                        sum.2 = true;
+                        sum.float += f;
+                        sum.is_float = true;
                     }
                 }
             }
@@ -456,41 +482,41 @@ impl Segment {
         };
         match self {
             Segment::Deltas(d) => {
-                touched.extend(d.items.keys().cloned());
+                touched.extend(d.items.keys().map(|(item, _, _)| item.clone()));
                 push(
                     ITEMS_ADD,
                     d.items
                         .iter()
-                        .map(|(item, (views, t))| json!({"item": item, "views": views, "t": t}))
+                        .map(|((item, _, _), s)| json!({"item": item, "views": s.views, "t": s.t}))
                         .collect(),
                 );
                 let likers = |wanted: bool| -> Vec<Value> {
                     d.likers
                         .iter()
-                        .filter(|(_, likes)| **likes == wanted)
-                        .map(|((item, who), _)| json!({"item": item, "who": who}))
+                        .filter(|(_, s)| s.likes == wanted)
+                        .map(|((item, who, _), _)| json!({"item": item, "who": who}))
                         .collect()
                 };
                 push(LIKERS_ADD, likers(true));
                 push(LIKERS_REMOVE, likers(false));
                 // The likers' keys are sorted by item: dedup leaves each item once, in order.
-                let mut liked: Vec<&String> = d.likers.keys().map(|(item, _)| item).collect();
+                let mut liked: Vec<&String> = d.likers.keys().map(|(item, _, _)| item).collect();
                 liked.dedup();
                 push(LIKES_RECOUNT, liked.into_iter().map(|i| json!(i)).collect());
                 push(
                     DAYS_ADD,
                     d.days
                         .iter()
-                        .map(|((item, day), views)| json!({"item": item, "day": day, "views": views}))
+                        .map(|((item, _, day), s)| json!({"item": item, "day": day, "views": s.views}))
                         .collect(),
                 );
                 push(
                     COUNTERS_ADD,
                     d.counters
                         .iter()
-                        .map(|((item, name), (int, float, is_float))| {
-                            json!({"item": item, "name": name, "int": int,
-                                   "float": float, "is_float": i64::from(*is_float)})
+                        .map(|((item, name, _), s)| {
+                            json!({"item": item, "name": name, "int": s.int,
+                                   "float": s.float, "is_float": i64::from(s.is_float)})
                         })
                         .collect(),
                 );
