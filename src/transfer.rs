@@ -7,7 +7,7 @@
 //! the outbox events (`import`, `merge` and `merged_in`, see
 //! [`crate::outbox`]) when the system of record is on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
@@ -87,7 +87,8 @@ impl TransferError {
 /// line is good.
 pub fn parse_import(body: &[u8]) -> Result<Vec<ImportLine>, TransferError> {
     let mut lines = Vec::new();
-    let mut seen: BTreeMap<ItemId, usize> = BTreeMap::new();
+    // A set of ids, as the pass's set of touched items is: one BTreeSet type in the wasm.
+    let mut seen: BTreeSet<String> = BTreeSet::new();
     for (index, raw) in body.split(|&b| b == b'\n').enumerate() {
         let number = index + 1;
         let text =
@@ -104,7 +105,11 @@ pub fn parse_import(body: &[u8]) -> Result<Vec<ImportLine>, TransferError> {
             ));
         }
         let line = parse_line(number, text)?;
-        if let Some(first) = seen.insert(line.item.clone(), number) {
+        if !seen.insert(line.item.as_str().to_owned()) {
+            let first = lines
+                .iter()
+                .find(|l: &&ImportLine| l.item == line.item)
+                .map_or(number, |l| l.line);
             return Err(TransferError::line(
                 number,
                 format!("item `{}` is already on line {first}", line.item),
