@@ -183,12 +183,12 @@ pub const READ_LIKED: &str = "SELECT COUNT(*) AS liked FROM likers WHERE item = 
 /// An item's views per day from `?2` to `?3` (day starts, unix seconds).
 pub const READ_DAYS: &str = "SELECT day, views FROM daily_views \
      WHERE item = ?1 AND day >= ?2 AND day <= ?3 ORDER BY day";
-/// The rows of the items `?1` (a JSON array of ids).
-pub const READ_ITEMS: &str = "SELECT item, likes, likes_base, views FROM items \
-     WHERE item IN (SELECT value FROM json_each(?1))";
-/// The `?1` items checked longest ago (the drift check's sample).
-pub const READ_STALEST: &str =
-    "SELECT item, likes, likes_base, views FROM items ORDER BY checked_at, item LIMIT ?1";
+/// The drift check's sample: the rows of the items `?1` (a JSON array of
+/// ids) and of the `?2` items checked longest ago, each item once, in item order.
+pub const READ_SAMPLE: &str = "SELECT item, likes, likes_base, views FROM items \
+     WHERE item IN (SELECT value FROM json_each(?1)) UNION SELECT * FROM \
+     (SELECT item, likes, likes_base, views FROM items ORDER BY checked_at, item LIMIT ?2) \
+     ORDER BY item";
 /// Every liker of the items `?1` (a JSON array of ids), for a repair.
 pub const READ_LIKERS_OF: &str =
     "SELECT item, who FROM likers WHERE item IN (SELECT value FROM json_each(?1))";

@@ -11,8 +11,6 @@
 //! applied twice and nothing is lost. The SQL is built by [`crate::record`],
 //! the Redis calls by [`crate::reconcile`].
 
-use std::collections::BTreeMap;
-
 use worker::js_sys::{self, Array, Reflect};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
@@ -393,30 +391,24 @@ async fn check_drift(
     let touched: Vec<&String> = touched.iter().take(MAX_TOUCHED_CHECKED).collect();
     let results = query(
         db,
-        &[
-            Sql(
-                record::READ_ITEMS,
-                vec![JsValue::from_str(
-                    &serde_json::to_string(&touched).unwrap_or_default(),
-                )],
-            ),
-            Sql(
-                record::READ_STALEST,
-                vec![JsValue::from_f64(config.reconcile.sample as f64)],
-            ),
-        ],
+        &[Sql(
+            record::READ_SAMPLE,
+            vec![
+                JsValue::from_str(&serde_json::to_string(&touched).unwrap_or_default()),
+                JsValue::from_f64(config.reconcile.sample as f64),
+            ],
+        )],
     )
     .await?;
-    let mut sample: BTreeMap<String, ItemRow> = BTreeMap::new();
-    for row in rows(&results, 0)?.iter().chain(rows(&results, 1)?) {
+    // Each item once, in item order (SQLite's UNION and ORDER BY).
+    let mut sample: Vec<(ItemId, ItemRow)> = Vec::new();
+    for row in rows(&results, 0)? {
         let row = item_row(row)?;
-        sample.insert(row.item.clone(), row);
+        // An id the record holds that is no longer valid cannot name Redis keys.
+        if let Ok(id) = ItemId::parse(&row.item) {
+            sample.push((id, row));
+        }
     }
-    // An id the record holds that is no longer valid cannot name Redis keys.
-    let sample: Vec<(ItemId, ItemRow)> = sample
-        .into_values()
-        .filter_map(|row| ItemId::parse(&row.item).ok().map(|id| (id, row)))
-        .collect();
     if sample.is_empty() {
         return Ok((0, 0));
     }
