@@ -45,8 +45,10 @@ pub struct ImportLine {
     /// Likes counted before Tally (no identities), when given: likes become
     /// this plus the identities that like the item.
     pub likes_base: Option<u64>,
-    /// Custom counters to set (others are left as they are).
-    pub counters: BTreeMap<CounterName, CounterValue>,
+    /// Custom counters to set (others are left as they are), by name, each
+    /// checked by [`CounterName::parse`]. Keyed by `String`, as a live read's
+    /// counters are: one `BTreeMap` type in the wasm for both.
+    pub counters: BTreeMap<String, CounterValue>,
 }
 
 /// Why an import or a merge was refused, or failed.
@@ -173,7 +175,7 @@ fn count(object: &Map<String, Value>, name: &str) -> Result<Option<u64>, String>
     }
 }
 
-fn counters(map: &Map<String, Value>) -> Result<BTreeMap<CounterName, CounterValue>, String> {
+fn counters(map: &Map<String, Value>) -> Result<BTreeMap<String, CounterValue>, String> {
     // Inserted, not collected: collecting into a `BTreeMap` sorts, and each
     // sort is more code in the wasm.
     let mut counters = BTreeMap::new();
@@ -198,7 +200,7 @@ fn counters(map: &Map<String, Value>) -> Result<BTreeMap<CounterName, CounterVal
                 }
             }
         };
-        counters.insert(name, value);
+        counters.insert(name.as_str().to_owned(), value);
     }
     Ok(counters)
 }
@@ -212,7 +214,7 @@ fn counter_text(value: &CounterValue) -> String {
 }
 
 /// The counters of a line as the `import` event's JSON object.
-fn counters_json(counters: &BTreeMap<CounterName, CounterValue>) -> String {
+fn counters_json(counters: &BTreeMap<String, CounterValue>) -> String {
     let map: Map<String, Value> = counters
         .iter()
         .map(|(name, value)| {
@@ -222,7 +224,7 @@ fn counters_json(counters: &BTreeMap<CounterName, CounterValue>) -> String {
                     .map(Value::Number)
                     .unwrap_or(Value::Null),
             };
-            (name.as_str().to_owned(), value)
+            (name.clone(), value)
         })
         .collect();
     Value::Object(map).to_string()
@@ -293,7 +295,7 @@ impl Engine {
                 line.counters.len().to_string(),
             ]);
             for (name, value) in &line.counters {
-                args.push(name.as_str().to_owned());
+                args.push(name.clone());
                 args.push(counter_text(value));
             }
         }
@@ -445,12 +447,9 @@ mod tests {
         assert_eq!((lines[0].views, lines[0].likes_base), (Some(10), Some(3)));
         assert!(lines[0].counters.is_empty());
         assert_eq!(lines[1].line, 4);
-        let n = CounterName::parse("n").unwrap();
-        let x = CounterName::parse("x").unwrap();
-        assert_eq!(lines[1].counters[&n], CounterValue::Int(2));
-        assert_eq!(lines[1].counters[&x], CounterValue::Float(0.5));
-        let w = CounterName::parse("w").unwrap();
-        assert_eq!(lines[1].counters[&w], CounterValue::Int(3));
+        assert_eq!(lines[1].counters["n"], CounterValue::Int(2));
+        assert_eq!(lines[1].counters["x"], CounterValue::Float(0.5));
+        assert_eq!(lines[1].counters["w"], CounterValue::Int(3));
         assert_eq!(lines[1].views, None);
     }
 
@@ -535,8 +534,8 @@ mod tests {
     #[test]
     fn counters_go_to_redis_as_text_and_to_the_event_as_json() {
         let mut counters = BTreeMap::new();
-        counters.insert(CounterName::parse("n").unwrap(), CounterValue::Int(-7));
-        counters.insert(CounterName::parse("x").unwrap(), CounterValue::Float(2.5));
+        counters.insert("n".to_owned(), CounterValue::Int(-7));
+        counters.insert("x".to_owned(), CounterValue::Float(2.5));
         assert_eq!(counters_json(&counters), r#"{"n":-7,"x":2.5}"#);
         assert_eq!(counter_text(&CounterValue::Float(2.5)), "2.5");
         assert_eq!(
