@@ -322,20 +322,23 @@ enum Segment {
     /// Likes, views and adds, summed.
     Deltas(Deltas),
     /// Consecutive imports, folded per item (later values win).
-    Imports(BTreeMap<String, Import>),
+    Imports(Imports),
     /// Merges whose items are all distinct (so each old item joins one new one).
     Merges(Vec<Merge>),
 }
 
-/// The key of every map of [`Deltas`]: (item, identity or counter name or
-/// `""`, UTC day start or 0). One key and one value type for the four maps:
-/// each `BTreeMap` instantiated for other types is more code in the wasm.
+/// The key of every map of [`Deltas`] and [`Imports`]: (item, identity or
+/// counter name or `""`, UTC day start or 0). One key and one value type for
+/// all their maps: each `BTreeMap` instantiated for other types is more code
+/// in the wasm.
 type Key = (String, String, i64);
 
-/// A sum of [`Deltas`]; each map uses the fields it names.
+/// A sum of [`Deltas`] or a value of [`Imports`]; each map uses the fields it names.
 #[derive(Debug, Clone, Copy, Default)]
 struct Sum {
     views: u64,
+    set_views: Option<u64>,
+    likes_base: Option<u64>,
     t: i64,
     likes: bool,
     int: i64,
@@ -356,11 +359,12 @@ struct Deltas {
 }
 
 #[derive(Default)]
-struct Import {
-    views: Option<u64>,
-    likes_base: Option<u64>,
-    counters: BTreeMap<String, CounterValue>,
-    t: i64,
+struct Imports {
+    /// Per (item, "", 0): the views and likes_base to set (`set_views`,
+    /// `likes_base`; `None` keeps the record's) and the latest time `t`.
+    items: BTreeMap<Key, Sum>,
+    /// Per (item, counter, 0): the value to set, `int` or (`is_float`) `float`.
+    counters: BTreeMap<Key, Sum>,
 }
 
 struct Merge {
@@ -382,13 +386,28 @@ fn segments(events: &[Event]) -> Vec<Segment> {
                 counters,
             } => {
                 if !matches!(segments.last(), Some(Segment::Imports(_))) {
-                    segments.push(Segment::Imports(BTreeMap::new()));
+                    segments.push(Segment::Imports(Imports::default()));
                 }
                 if let Some(Segment::Imports(imports)) = segments.last_mut() {
-                    let import = imports.entry(item).or_default();
-                    import.views = views.or(import.views);
+                    for (name, value) in counters {
+                        let value = match *value {
+                            CounterValue::Int(int) => Sum {
+                                int,
+                                ..Sum::default()
+                            },
+                            CounterValue::Float(float) => Sum {
+                                float,
+                                is_float: true,
+                                ..Sum::default()
+                            },
+                        };
+                        let key = (item.clone(), name.clone(), 0);
+                        imports.counters.insert(key, value);
+                    }
+                    let key = (item, String::new(), 0);
+                    let import = imports.items.entry(key).or_default();
+                    import.set_views = views.or(import.set_views);
                     import.likes_base = likes_base.or(import.likes_base);
-                    import.counters.extend(counters.clone());
                     import.t = import.t.max(event.t);
                 }
             }
@@ -522,42 +541,43 @@ impl Segment {
                 );
             }
             Segment::Imports(imports) => {
-                touched.extend(imports.keys().cloned());
+                touched.extend(imports.items.keys().map(|(item, _, _)| item.clone()));
                 push(
                     ITEMS_ADD,
                     imports
+                        .items
                         .iter()
-                        .map(|(item, i)| json!({"item": item, "views": 0, "t": i.t}))
+                        .map(|((item, _, _), i)| json!({"item": item, "views": 0, "t": i.t}))
                         .collect(),
                 );
                 push(
                     IMPORT_SET,
                     imports
+                        .items
                         .iter()
-                        .map(|(item, i)| {
-                            json!({"item": item, "views": i.views, "likes_base": i.likes_base})
+                        .map(|((item, _, _), i)| {
+                            json!({"item": item, "views": i.set_views, "likes_base": i.likes_base})
                         })
                         .collect(),
                 );
                 push(
                     COUNTERS_SET,
                     imports
+                        .counters
                         .iter()
-                        .flat_map(|(item, i)| {
-                            i.counters.iter().map(move |(name, value)| {
-                                let (int, float, is_float) = match value {
-                                    CounterValue::Int(n) => (*n, 0.0, 0),
-                                    CounterValue::Float(f) => (0, *f, 1),
-                                };
-                                json!({"item": item, "name": name, "int": int,
-                                       "float": float, "is_float": is_float})
-                            })
+                        .map(|((item, name, _), s)| {
+                            json!({"item": item, "name": name, "int": s.int,
+                                   "float": s.float, "is_float": i64::from(s.is_float)})
                         })
                         .collect(),
                 );
                 push(
                     LIKES_RECOUNT,
-                    imports.keys().map(|item| json!(item)).collect(),
+                    imports
+                        .items
+                        .keys()
+                        .map(|(item, _, _)| json!(item))
+                        .collect(),
                 );
             }
             Segment::Merges(merges) => {
