@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::engine::{Amount, CounterValue, FLOAT_DIGITS, ItemSnapshot, UniqueViewers};
 use crate::keys::Bucket;
@@ -491,6 +491,9 @@ impl Deltas {
 
 impl Segment {
     fn push_statements(&self, out: &mut Vec<Statement>, touched: &mut BTreeSet<String>) {
+        // Rows are pushed by loops and built by one function, not by a
+        // `map(..).collect()` per statement: each closure is another copy of
+        // the iterator code in the wasm.
         let mut push = |sql: &'static str, rows: Vec<Value>| {
             if !rows.is_empty() {
                 out.push(Statement {
@@ -499,116 +502,117 @@ impl Segment {
                 });
             }
         };
+        let text = |s: &String| Value::from(s.as_str());
         match self {
             Segment::Deltas(d) => {
-                touched.extend(d.items.keys().map(|(item, _, _)| item.clone()));
-                push(
-                    ITEMS_ADD,
-                    d.items
-                        .iter()
-                        .map(|((item, _, _), s)| json!({"item": item, "views": s.views, "t": s.t}))
-                        .collect(),
-                );
-                let likers = |wanted: bool| -> Vec<Value> {
-                    d.likers
-                        .iter()
-                        .filter(|(_, s)| s.likes == wanted)
-                        .map(|((item, who, _), _)| json!({"item": item, "who": who}))
-                        .collect()
-                };
-                push(LIKERS_ADD, likers(true));
-                push(LIKERS_REMOVE, likers(false));
-                // The likers' keys are sorted by item: dedup leaves each item once, in order.
-                let mut liked: Vec<&String> = d.likers.keys().map(|(item, _, _)| item).collect();
-                liked.dedup();
-                push(LIKES_RECOUNT, liked.into_iter().map(|i| json!(i)).collect());
-                push(
-                    DAYS_ADD,
-                    d.days
-                        .iter()
-                        .map(|((item, _, day), s)| json!({"item": item, "day": day, "views": s.views}))
-                        .collect(),
-                );
-                push(
-                    COUNTERS_ADD,
-                    d.counters
-                        .iter()
-                        .map(|((item, name, _), s)| {
-                            json!({"item": item, "name": name, "int": s.int,
-                                   "float": s.float, "is_float": i64::from(s.is_float)})
-                        })
-                        .collect(),
-                );
+                let mut items = Vec::new();
+                for ((item, _, _), s) in &d.items {
+                    touched.insert(item.clone());
+                    let (views, t) = (s.views.into(), s.t.into());
+                    items.push(object(&[("item", text(item)), ("views", views), ("t", t)]));
+                }
+                push(ITEMS_ADD, items);
+                let (mut added, mut removed, mut liked) = (Vec::new(), Vec::new(), Vec::new());
+                for ((item, who, _), s) in &d.likers {
+                    let row = object(&[("item", text(item)), ("who", text(who))]);
+                    if s.likes {
+                        added.push(row);
+                    } else {
+                        removed.push(row);
+                    }
+                    // The likers are sorted by item: each item once, in order.
+                    if liked.last() != Some(&text(item)) {
+                        liked.push(text(item));
+                    }
+                }
+                push(LIKERS_ADD, added);
+                push(LIKERS_REMOVE, removed);
+                push(LIKES_RECOUNT, liked);
+                let mut days = Vec::new();
+                for ((item, _, day), s) in &d.days {
+                    let (day, views) = ((*day).into(), s.views.into());
+                    days.push(object(&[
+                        ("item", text(item)),
+                        ("day", day),
+                        ("views", views),
+                    ]));
+                }
+                push(DAYS_ADD, days);
+                let mut counters = Vec::new();
+                for ((item, name, _), s) in &d.counters {
+                    counters.push(counter_row(item, name, s));
+                }
+                push(COUNTERS_ADD, counters);
             }
             Segment::Imports(imports) => {
-                touched.extend(imports.items.keys().map(|(item, _, _)| item.clone()));
-                push(
-                    ITEMS_ADD,
-                    imports
-                        .items
-                        .iter()
-                        .map(|((item, _, _), i)| json!({"item": item, "views": 0, "t": i.t}))
-                        .collect(),
-                );
-                push(
-                    IMPORT_SET,
-                    imports
-                        .items
-                        .iter()
-                        .map(|((item, _, _), i)| {
-                            json!({"item": item, "views": i.set_views, "likes_base": i.likes_base})
-                        })
-                        .collect(),
-                );
-                push(
-                    COUNTERS_SET,
-                    imports
-                        .counters
-                        .iter()
-                        .map(|((item, name, _), s)| {
-                            json!({"item": item, "name": name, "int": s.int,
-                                   "float": s.float, "is_float": i64::from(s.is_float)})
-                        })
-                        .collect(),
-                );
-                push(
-                    LIKES_RECOUNT,
-                    imports
-                        .items
-                        .keys()
-                        .map(|(item, _, _)| json!(item))
-                        .collect(),
-                );
+                let (mut items, mut sets, mut recount) = (Vec::new(), Vec::new(), Vec::new());
+                for ((item, _, _), i) in &imports.items {
+                    touched.insert(item.clone());
+                    let row = [("item", text(item)), ("views", 0.into()), ("t", i.t.into())];
+                    items.push(object(&row));
+                    let (views, base) = (i.set_views.into(), i.likes_base.into());
+                    sets.push(object(&[
+                        ("item", text(item)),
+                        ("views", views),
+                        ("likes_base", base),
+                    ]));
+                    recount.push(text(item));
+                }
+                let mut counters = Vec::new();
+                for ((item, name, _), s) in &imports.counters {
+                    counters.push(counter_row(item, name, s));
+                }
+                push(ITEMS_ADD, items);
+                push(IMPORT_SET, sets);
+                push(COUNTERS_SET, counters);
+                push(LIKES_RECOUNT, recount);
             }
             Segment::Merges(merges) => {
+                let (mut items, mut pairs, mut recount) = (Vec::new(), Vec::new(), Vec::new());
                 for m in merges {
                     touched.insert(m.to.clone());
                     touched.insert(m.from.clone());
+                    let row = [
+                        ("item", text(&m.to)),
+                        ("views", 0.into()),
+                        ("t", m.t.into()),
+                    ];
+                    items.push(object(&row));
+                    pairs.push(object(&[("to", text(&m.to)), ("from", text(&m.from))]));
+                    recount.push(text(&m.to));
                 }
-                let pairs = || -> Vec<Value> {
-                    merges
-                        .iter()
-                        .map(|m| json!({"to": m.to, "from": m.from}))
-                        .collect()
-                };
-                push(
-                    ITEMS_ADD,
-                    merges
-                        .iter()
-                        .map(|m| json!({"item": m.to, "views": 0, "t": m.t}))
-                        .collect(),
-                );
-                push(MERGE_LIKERS, pairs());
-                push(MERGE_ITEMS, pairs());
-                push(MERGE_DAYS, pairs());
-                push(MERGE_COUNTERS, pairs());
+                push(ITEMS_ADD, items);
+                push(MERGE_LIKERS, pairs.clone());
+                push(MERGE_ITEMS, pairs.clone());
+                push(MERGE_DAYS, pairs.clone());
+                push(MERGE_COUNTERS, pairs.clone());
                 for delete in MERGE_DELETES {
-                    push(delete, pairs());
+                    push(delete, pairs.clone());
                 }
-                push(LIKES_RECOUNT, merges.iter().map(|m| json!(m.to)).collect());
+                push(LIKES_RECOUNT, recount);
             }
         }
     }
+}
+
+/// A JSON object of `fields`.
+fn object(fields: &[(&str, Value)]) -> Value {
+    let mut object = serde_json::Map::new();
+    for (name, value) in fields {
+        object.insert((*name).to_owned(), value.clone());
+    }
+    Value::Object(object)
+}
+
+/// A counters row `{item, name, int, float, is_float}` of a sum or an imported value.
+fn counter_row(item: &str, name: &str, s: &Sum) -> Value {
+    object(&[
+        ("item", item.into()),
+        ("name", name.into()),
+        ("int", s.int.into()),
+        ("float", s.float.into()),
+        ("is_float", i64::from(s.is_float).into()),
+    ])
 }
 
 /// An `items` row as the record's reads select it.
@@ -691,6 +695,8 @@ pub fn counters_of(item: &str, rows: &[CounterRow]) -> BTreeMap<String, CounterV
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     fn event(id: u64, item: &str, t: i64, op: Op) -> Event {
