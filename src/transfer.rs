@@ -215,18 +215,17 @@ fn counter_text(value: &CounterValue) -> String {
 
 /// The counters of a line as the `import` event's JSON object.
 fn counters_json(counters: &BTreeMap<String, CounterValue>) -> String {
-    let map: Map<String, Value> = counters
-        .iter()
-        .map(|(name, value)| {
-            let value = match value {
-                CounterValue::Int(n) => Value::from(*n),
-                CounterValue::Float(f) => serde_json::Number::from_f64(*f)
-                    .map(Value::Number)
-                    .unwrap_or(Value::Null),
-            };
-            (name.clone(), value)
-        })
-        .collect();
+    // Inserted, not collected: each `collect()` into a map is another sort in the wasm.
+    let mut map = Map::new();
+    for (name, value) in counters {
+        let value = match value {
+            CounterValue::Int(n) => Value::from(*n),
+            CounterValue::Float(f) => serde_json::Number::from_f64(*f)
+                .map(Value::Number)
+                .unwrap_or(Value::Null),
+        };
+        map.insert(name.clone(), value);
+    }
     Value::Object(map).to_string()
 }
 
