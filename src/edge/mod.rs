@@ -114,9 +114,11 @@ async fn dispatch(
         Route::Trending => handlers::items::trending(req, config).await,
         Route::Badge(item) => handlers::badge::badge(req, config, item).await,
         Route::Metrics => metrics::serve(req, config).await,
-        Route::Import => handlers::transfer::import(req, config).await,
-        Route::Merge(item) => handlers::transfer::merge(req, config, item).await,
-        Route::Reconcile => record::reconcile(req, env, config).await,
+        // The admin routes are boxed: the state of their futures stays out
+        // of the future every request of the counting routes carries.
+        Route::Import => Box::pin(handlers::transfer::import(req, config)).await,
+        Route::Merge(item) => Box::pin(handlers::transfer::merge(req, config, item)).await,
+        Route::Reconcile => Box::pin(record::reconcile(req, env, config)).await,
         // Answered above, before the configuration is needed.
         Route::Demo | Route::Embed | Route::OpenApi => Err(AppError::NotFound),
     }

@@ -51,7 +51,7 @@ pub async fn read(
     match http::param(&query, "source") {
         None | Some("live") => {}
         Some("record") => {
-            let snapshot = record::read(env, req, config, &item, who).await?;
+            let snapshot = Box::pin(record::read(env, req, config, &item, who)).await?;
             return Ok(http::json(200, &snapshot_json(&snapshot))?);
         }
         Some(_) => {

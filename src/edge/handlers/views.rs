@@ -124,7 +124,7 @@ pub async fn series(
     }
     let mut points = config.engine().series(&item, bucket, from, to).await?;
     if bucket == Bucket::Day {
-        record::fill_old_days(env, &item, &mut points, http::now()).await?;
+        Box::pin(record::fill_old_days(env, &item, &mut points, http::now())).await?;
     }
     let points: Vec<_> = points
         .iter()
