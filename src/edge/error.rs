@@ -64,6 +64,18 @@ pub enum AppError {
     Internal(String),
 }
 
+/// `{"error": {"code": …, "message": …}}`, written straight from these fields.
+#[derive(serde::Serialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(serde::Serialize)]
+struct ErrorDetail {
+    code: &'static str,
+    message: String,
+}
+
 impl From<worker::Error> for AppError {
     fn from(error: worker::Error) -> Self {
         AppError::Internal(error.to_string())
@@ -122,7 +134,12 @@ impl AppError {
             AppError::Internal(detail) => console_error!("internal error: {detail}"),
             _ => {}
         }
-        let body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: self.to_string(),
+            },
+        };
         let mut response = super::http::json(status, &body)?;
         let headers = response.headers_mut();
         match &self {
