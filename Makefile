@@ -1,5 +1,5 @@
 # The two commands a new user runs: `make dev` and `make test`.
-.PHONY: dev test build setup token bench-engine bench-gateway bench-api bench-profile
+.PHONY: dev test build setup token bench-engine bench-outbox bench-gateway bench-api bench-profile
 
 dev:
 	bash scripts/dev.sh
@@ -22,6 +22,11 @@ token:
 # Redis memory per like (Set vs Bitmap) and REST round trips per engine operation.
 bench-engine:
 	bash scripts/bench-engine.sh
+
+# What the outbox costs a like: likes/s through the gateway with the outbox off
+# and on in one run (release build), Redis time per like, memory per event.
+bench-outbox:
+	bash scripts/bench-outbox.sh
 
 # REST gateway throughput: EVALSHA through tally-gateway vs redis-benchmark direct
 # vs the npm @humanwhocodes/upstash-redis-server, 64 connections, one run.

@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
 # Starts Tally locally: redis-server (data in .tally/redis, AOF every second),
-# the REST gateway in front of it, and the worker under `wrangler dev`.
+# the REST gateway in front of it, and the worker under `wrangler dev` with its
+# local D1 database (the system of record, data in .tally/d1, migrations
+# applied first). The cron pass does not run by itself under `wrangler dev`;
+# run it by hand:
+#   curl "http://127.0.0.1:8787/__scheduled?cron=*+*+*+*+*"
+# or, with its report, POST /v1/admin/reconcile with the API key.
 # Ctrl-C stops all three.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,9 +41,12 @@ target/release/tally-gateway --listen "$gateway_addr" \
 pids+=($!)
 
 export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
-node_modules/.bin/wrangler dev --ip 127.0.0.1 --port "$worker_port" </dev/null &
+node_modules/.bin/wrangler d1 migrations apply DB --local --persist-to .tally/d1 </dev/null
+node_modules/.bin/wrangler dev --ip 127.0.0.1 --port "$worker_port" \
+  --persist-to .tally/d1 --test-scheduled </dev/null &
 pids+=($!)
 
 echo "tally: redis on 127.0.0.1:$redis_port, gateway on http://$gateway_addr"
 echo "tally: open http://127.0.0.1:$worker_port once wrangler says Ready (Ctrl-C stops everything)"
+echo "tally: run the reconciliation pass with: curl \"http://127.0.0.1:$worker_port/__scheduled?cron=*+*+*+*+*\""
 wait -n "${pids[@]}"

@@ -64,6 +64,9 @@ else
     grep '^compatibility_date' wrangler.toml
     # The static files (/openapi.json among them), served as deployed.
     printf '[assets]\ndirectory = "%s"\nbinding = "ASSETS"\n' "$PWD/assets"
+    # The system of record, a local D1 with the migrations applied below.
+    printf '[[d1_databases]]\nbinding = "DB"\ndatabase_name = "tally"\n'
+    printf 'database_id = "00000000-0000-4000-8000-000000000000"\nmigrations_dir = "%s"\n' "$PWD/migrations"
   } >"$work/worker/wrangler.toml"
   cat >"$work/worker/.dev.vars" <<VARS
 UPSTASH_REDIS_REST_URL=http://127.0.0.1:$gateway_port
@@ -75,8 +78,15 @@ VARS
   (
     cd "$work/worker"
     WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false XDG_CONFIG_HOME="$work" \
+      "$OLDPWD/node_modules/.bin/wrangler" d1 migrations apply DB --local \
+      --persist-to "$work/d1" </dev/null >"$work/migrations.log" 2>&1
+  ) || { cat "$work/migrations.log" >&2; exit 1; }
+  (
+    cd "$work/worker"
+    WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false XDG_CONFIG_HOME="$work" \
       exec setsid "$OLDPWD/node_modules/.bin/wrangler" dev --ip 127.0.0.1 --port "$worker_port" \
-      --inspector-port "$(free_port)" --log-level warn </dev/null >"$work/wrangler.log" 2>&1
+      --inspector-port "$(free_port)" --persist-to "$work/d1" --log-level warn \
+      </dev/null >"$work/wrangler.log" 2>&1
   ) &
   pids+=($!)
   base="http://127.0.0.1:$worker_port"

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use crate::item::{CounterName, ItemId, ItemPolicy};
 use crate::keys::{Keys, RATE_WINDOW_SECONDS};
+use crate::outbox;
 use crate::rest::{RestClient, RestError};
 use crate::scripts::{self, Script};
 
@@ -70,6 +71,10 @@ pub struct Settings {
     pub likes_store: LikesStore,
     /// Which item ids may be written (`ITEMS`, `ITEM_PATTERN`).
     pub items: ItemPolicy,
+    /// Whether the write scripts append each change to the outbox
+    /// ([`crate::outbox`]): on only when a system of record (the `DB`
+    /// binding) applies and trims it, since nothing else would.
+    pub outbox: bool,
 }
 
 impl Default for Settings {
@@ -82,6 +87,7 @@ impl Default for Settings {
             visitor_mints_per_hour: 500,
             likes_store: LikesStore::Set,
             items: ItemPolicy::Open,
+            outbox: false,
         }
     }
 }
@@ -433,6 +439,7 @@ impl Engine {
             self.keys.stats(item),
             self.keys.likers(item),
             self.keys.liker_bits(item),
+            self.outbox_key(item),
         ]);
         let store = if self.bitmap_offset(who).is_some() {
             "bits"
@@ -445,6 +452,8 @@ impl Engine {
             user_bit(who).map(|o| o.to_string()).unwrap_or_default(),
             store.to_owned(),
             if like { "1" } else { "0" }.to_owned(),
+            self.outbox_flag().to_owned(),
+            item.as_str().to_owned(),
         ]);
         Call {
             script: &scripts::LIKE,
@@ -506,10 +515,13 @@ impl Engine {
             args.push((start + window.ttl_seconds()).to_string());
         }
         keys.push(self.keys.viewers_all_time(item));
+        keys.push(self.outbox_key(item));
+        args.push(self.outbox_flag().to_owned());
         if let Some(idempotency) = idempotency {
             keys.push(self.keys.idempotency(&idempotency.key));
             args.push(idempotency.fingerprint.clone());
             args.push(IDEMPOTENCY_TTL_SECONDS.to_string());
+            args.push(idempotency.key.clone());
         }
 
         let answer = self.rest.eval(&scripts::VIEW, &keys, &args).await?;
@@ -528,15 +540,17 @@ impl Engine {
         Ok(Limited { rate, outcome })
     }
 
-    /// Adds `by` to the custom counter `name` of `item` and returns its value.
-    /// An integer added to a counter that holds a fraction is added as a float.
+    /// Adds `by` to the custom counter `name` of `item` at `now` (unix seconds,
+    /// the outbox event's time) and returns its value. An integer added to a
+    /// counter that holds a fraction is added as a float.
     pub async fn add_to_counter(
         &self,
         item: &ItemId,
         name: &CounterName,
         by: Amount,
+        now: i64,
     ) -> Result<CounterValue, EngineError> {
-        match self.add_to_counter_once(item, name, by, None).await? {
+        match self.add_to_counter_once(item, name, by, now, None).await? {
             CounterOutcome::Added(value) => Ok(value),
             other => Err(EngineError::Unexpected(format!(
                 "counter: {other:?} without an idempotency key"
@@ -554,6 +568,7 @@ impl Engine {
         item: &ItemId,
         name: &CounterName,
         by: Amount,
+        now: i64,
         idempotency: Option<&Idempotency>,
     ) -> Result<CounterOutcome, EngineError> {
         let (kind, amount) = match by {
@@ -562,19 +577,25 @@ impl Engine {
             Amount::Float(_) => return Err(InvalidRequest::NotFinite.into()),
         };
         self.check_item(item)?;
-        let mut keys = vec![self.keys.counters(item), self.keys.stats(item)];
+        let mut keys = vec![
+            self.keys.counters(item),
+            self.keys.stats(item),
+            self.outbox_key(item),
+        ];
         let mut args = vec![
-            // ARGV[1] is the time slot every script has; counters keep no time.
-            "0".to_owned(),
+            now.to_string(),
             self.registered_flag().to_owned(),
             Keys::counter_field(name),
             kind.to_owned(),
             amount,
+            self.outbox_flag().to_owned(),
+            item.as_str().to_owned(),
         ];
         if let Some(idempotency) = idempotency {
             keys.push(self.keys.idempotency(&idempotency.key));
             args.push(idempotency.fingerprint.clone());
             args.push(IDEMPOTENCY_TTL_SECONDS.to_string());
+            args.push(idempotency.key.clone());
         }
         let answer = self.rest.eval(&scripts::COUNTER, &keys, &args).await?;
         let Some([status, kind, value]) = answer.as_array().map(Vec::as_slice) else {
@@ -849,6 +870,18 @@ impl Engine {
             ItemPolicy::Pattern(pattern) if !pattern.matches(item) => Err(EngineError::UnknownItem),
             _ => Ok(()),
         }
+    }
+
+    /// The outbox stream of `item`'s events: a fixed `KEYS` position of every
+    /// write script, whether or not the outbox is on, so positions never move
+    /// with configuration.
+    fn outbox_key(&self, item: &ItemId) -> String {
+        self.keys.outbox(outbox::shard(item))
+    }
+
+    /// The write scripts' `outbox` argument: '1' when [`Settings::outbox`] is on.
+    fn outbox_flag(&self) -> &'static str {
+        if self.settings.outbox { "1" } else { "0" }
     }
 
     /// The write scripts' `registered` argument: '1' under `ITEMS=registered`.

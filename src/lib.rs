@@ -10,6 +10,10 @@
 //!     (`reqwest` natively, the runtime's `fetch` in the worker);
 //!   - [`engine`]: the counting engine — likes, views, counters, reads — over [`rest`];
 //!   - [`outbox`]: the events every counting write appends to Redis Streams, for the system of record;
+//!   - [`reconcile`]: the engine's side of the reconciliation pass — outbox reads and trims,
+//!     the lease, drift audits and repairs;
+//!   - [`transfer`]: import (NDJSON starting counts) and merge (an old item id folded into a new one);
+//!   - [`record`]: the system of record (D1): an outbox batch as set-based SQL, record rows as items;
 //!   - [`token`]: HS256 identity tokens, verified and minted;
 //!   - [`viewer`]: anonymous viewer ids (a keyed daily hash) and bot detection;
 //!   - [`badge`]: README badges — count formatting, text widths, the SVG;
@@ -26,9 +30,12 @@ pub mod item;
 pub mod keys;
 pub mod metrics;
 pub mod outbox;
+pub mod reconcile;
+pub mod record;
 pub mod rest;
 pub mod scripts;
 pub mod token;
+pub mod transfer;
 pub mod viewer;
 
 #[cfg(target_arch = "wasm32")]

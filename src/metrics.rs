@@ -31,7 +31,7 @@ pub const LATENCY_BUCKETS_MS: [f64; 33] = [
 
 /// The route patterns of the worker's router, as in the OpenAPI document. Requests
 /// are labelled with these, never with the raw path, so no item id becomes a label.
-pub const ROUTES: [&str; 14] = [
+pub const ROUTES: [&str; 17] = [
     "/",
     "/tally.js",
     "/healthz",
@@ -46,6 +46,9 @@ pub const ROUTES: [&str; 14] = [
     "/v1/items/{item}/counters/{name}",
     "/v1/items/{item}/badge.svg",
     "/v1/trending",
+    "/v1/admin/import",
+    "/v1/admin/items/{item}/merge",
+    "/v1/admin/reconcile",
 ];
 
 /// The route label of a path that matches no route (404s, scanners), and of any
@@ -143,7 +146,7 @@ struct Family {
     histogram: bool,
 }
 
-const FAMILIES: [Family; 10] = [
+const FAMILIES: [Family; 14] = [
     Family {
         tag: "req",
         name: "tally_http_requests",
@@ -214,7 +217,38 @@ const FAMILIES: [Family; 10] = [
         labels: &["action"],
         histogram: false,
     },
+    Family {
+        tag: "recpass",
+        name: "tally_record_passes",
+        help: "Reconciliation passes, by outcome: applied, idle (nothing to apply), busy (another pass held the lease), superseded (another pass applied the batch first) or failed.",
+        labels: &["outcome"],
+        histogram: false,
+    },
+    Family {
+        tag: "recev",
+        name: "tally_record_events_applied",
+        help: "Outbox events applied to the system of record (D1).",
+        labels: &[],
+        histogram: false,
+    },
+    Family {
+        tag: "recrep",
+        name: "tally_record_repairs",
+        help: "Items whose live counts the drift check restored from the system of record.",
+        labels: &[],
+        histogram: false,
+    },
+    Family {
+        tag: "unreadable",
+        name: "tally_outbox_unreadable",
+        help: "Outbox entries the reconciliation pass could not read, skipped and logged.",
+        labels: &[],
+        histogram: false,
+    },
 ];
+
+/// How a reconciliation pass ended (the `outcome` label of `tally_record_passes`).
+pub const PASS_OUTCOMES: [&str; 5] = ["applied", "idle", "busy", "superseded", "failed"];
 
 /// Route slots: one per [`ROUTES`] entry, then [`UNMATCHED_ROUTE`].
 const ROUTE_SLOTS: usize = ROUTES.len() + 1;
@@ -370,6 +404,14 @@ pub struct Metrics {
     views: u64,
     /// By [`ACTIONS`] slot.
     likes: [u64; ACTIONS.len()],
+    /// Reconciliation passes by [`PASS_OUTCOMES`] slot.
+    passes: [u64; PASS_OUTCOMES.len()],
+    /// Outbox events applied to the record.
+    events_applied: u64,
+    /// Items repaired from the record.
+    repairs: u64,
+    /// Outbox entries skipped as unreadable.
+    unreadable: u64,
 }
 
 impl Default for Metrics {
@@ -384,6 +426,10 @@ impl Default for Metrics {
             dedupe: 0,
             views: 0,
             likes: [0; ACTIONS.len()],
+            passes: [0; PASS_OUTCOMES.len()],
+            events_applied: 0,
+            repairs: 0,
+            unreadable: 0,
         }
     }
 }
@@ -478,6 +524,20 @@ impl Metrics {
         self.likes[usize::from(!liked)] += 1;
     }
 
+    /// A reconciliation pass ended with `outcome` (one of [`PASS_OUTCOMES`];
+    /// anything else counts as `failed`), having applied `events`, repaired
+    /// `repairs` items and skipped `unreadable` outbox entries.
+    pub fn record_pass(&mut self, outcome: &str, events: u64, repairs: u64, unreadable: u64) {
+        let slot = PASS_OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .unwrap_or(PASS_OUTCOMES.len() - 1);
+        self.passes[slot] += 1;
+        self.events_applied = self.events_applied.saturating_add(events);
+        self.repairs = self.repairs.saturating_add(repairs);
+        self.unreadable = self.unreadable.saturating_add(unreadable);
+    }
+
     /// The count of one raw hash field, for tests and diagnostics.
     pub fn get(&self, field: &str) -> u64 {
         self.to_args()
@@ -525,6 +585,12 @@ impl Metrics {
         for (action, n) in ACTIONS.iter().zip(self.likes) {
             push_arg(&mut args, format!("likes|{action}"), n);
         }
+        for (outcome, n) in PASS_OUTCOMES.iter().zip(self.passes) {
+            push_arg(&mut args, format!("recpass|{outcome}"), n);
+        }
+        push_arg(&mut args, "recev".to_owned(), self.events_applied);
+        push_arg(&mut args, "recrep".to_owned(), self.repairs);
+        push_arg(&mut args, "unreadable".to_owned(), self.unreadable);
         args
     }
 
@@ -608,6 +674,13 @@ impl Metrics {
                 Some(slot) => &mut self.likes[slot],
                 None => return false,
             },
+            ["recpass", outcome] => match PASS_OUTCOMES.iter().position(|o| o == outcome) {
+                Some(slot) => &mut self.passes[slot],
+                None => return false,
+            },
+            ["recev"] => &mut self.events_applied,
+            ["recrep"] => &mut self.repairs,
+            ["unreadable"] => &mut self.unreadable,
             _ => return false,
         };
         *counter = counter.saturating_add(n);
@@ -616,6 +689,12 @@ impl Metrics {
 
     /// The OpenMetrics text exposition of these counts, ending in `# EOF`.
     pub fn render(&self) -> String {
+        self.render_with_lag(None)
+    }
+
+    /// [`Metrics::render`], with the gauge `tally_outbox_lag_events` (the
+    /// outbox events not yet applied to the record, read at scrape) when given.
+    pub fn render_with_lag(&self, outbox_lag: Option<u64>) -> String {
         let mut out = String::with_capacity(8 * 1024);
         for family in &FAMILIES {
             let name = describe(family, &mut out);
@@ -679,8 +758,23 @@ impl Metrics {
                         }
                     }
                 }
+                "recpass" => {
+                    for (outcome, n) in PASS_OUTCOMES.iter().zip(self.passes) {
+                        if n > 0 {
+                            counter(&name, &labels(&[outcome]), n, &mut out);
+                        }
+                    }
+                }
+                "recev" => total(&name, self.events_applied, &mut out),
+                "recrep" => total(&name, self.repairs, &mut out),
+                "unreadable" => total(&name, self.unreadable, &mut out),
                 _ => {}
             }
+        }
+        if let Some(lag) = outbox_lag {
+            out.push_str("# HELP tally_outbox_lag_events Outbox events not yet applied to the system of record (the sum of the streams' XLEN).\n");
+            out.push_str("# TYPE tally_outbox_lag_events gauge\n");
+            let _ = writeln!(out, "tally_outbox_lag_events {lag}");
         }
         out.push_str("# EOF\n");
         out
@@ -965,8 +1059,29 @@ mod tests {
         m.view(false);
         m.view(true);
         m.like_changed(true);
+        m.record_pass("applied", 120, 2, 1);
+        m.record_pass("busy", 0, 0, 0);
         let reply = serde_json::Value::from(m.to_args());
         assert_eq!(Metrics::from_hash(&reply), m);
+    }
+
+    #[test]
+    fn reconciliation_passes_render_with_the_outbox_lag_gauge() {
+        let mut m = Metrics::new();
+        m.record_pass("applied", 120, 2, 1);
+        m.record_pass("teleported", 0, 0, 0);
+        let text = m.render_with_lag(Some(7));
+        assert!(
+            text.contains("tally_record_passes_total{outcome=\"applied\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("tally_record_passes_total{outcome=\"failed\"} 1\n"));
+        assert!(text.contains("tally_record_events_applied_total 120\n"));
+        assert!(text.contains("tally_record_repairs_total 2\n"));
+        assert!(text.contains("tally_outbox_unreadable_total 1\n"));
+        assert!(text.contains("# TYPE tally_outbox_lag_events gauge\ntally_outbox_lag_events 7\n"));
+        assert!(text.ends_with("# EOF\n"));
+        assert!(!m.render().contains("tally_outbox_lag_events"));
     }
 
     #[test]

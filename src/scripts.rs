@@ -157,8 +157,30 @@ pub static COUNTER: Script = Script::new("counter", locking!("counter.lua"));
 /// Read one item's snapshot.
 pub static READ: Script = Script::new("read", locking!("read.lua"));
 
+/// One item's live counts and unapplied outbox events, read only (the drift check).
+pub static AUDIT: Script = Script::new("audit", locking!("audit.lua"));
+/// Set one item to the system of record plus its unapplied events.
+pub static REPAIR: Script = Script::new("repair", locking!("repair.lua"));
+/// Give up the reconciliation lease if it is still ours.
+pub static RELEASE: Script = Script::new("release", locking!("release.lua"));
+/// Set the starting counts of many items (`POST /v1/admin/import`).
+pub static IMPORT: Script = Script::new("import", locking!("import.lua"));
+/// Fold an old item id into a new one (`POST /v1/admin/items/{item}/merge`).
+pub static MERGE: Script = Script::new("merge", locking!("merge.lua"));
+
 /// Every script, for loading and for the SHA1 test.
-pub static ALL: [&Script; 5] = [&RATE_LIMIT, &LIKE, &VIEW, &COUNTER, &READ];
+pub static ALL: [&Script; 10] = [
+    &RATE_LIMIT,
+    &LIKE,
+    &VIEW,
+    &COUNTER,
+    &READ,
+    &AUDIT,
+    &REPAIR,
+    &RELEASE,
+    &IMPORT,
+    &MERGE,
+];
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,7 @@
 //! The deploy guide matches the worker: every binding the code reads (scanned
 //! from `src/`) is documented in docs/operations.md's configuration table and
-//! set in wrangler.toml (`[vars]`, or its secrets list), and the README's
+//! set in wrangler.toml (`[vars]`, or its secrets list; a D1 database, read
+//! with `env.d1("X")`, in `[[d1_databases]]`), and the README's
 //! `wrangler secret put` commands name exactly the secrets `Config::from_env`
 //! requires. A variable added without its documentation fails here, by name.
 
@@ -19,6 +20,8 @@ fn root() -> &'static Path {
 struct Binding {
     file: String,
     required: bool,
+    /// A D1 database (`env.d1("X")`), not a var or secret.
+    database: bool,
 }
 
 /// Every binding name read anywhere in `src/`: arguments of the config helpers
@@ -50,16 +53,18 @@ fn bindings_read_by_the_worker() -> BTreeMap<String, Binding> {
                 let entry = found.entry(name).or_insert(Binding {
                     file: file.clone(),
                     required: false,
+                    database: false,
                 });
                 entry.required |= helper == "required";
             }
         }
-        for call in [".var(\"", ".secret(\""] {
+        for call in [".var(\"", ".secret(\"", ".d1(\""] {
             for (at, _) in code.match_indices(call) {
                 if let Some(name) = quoted_name(&code[at + call.len()..]) {
                     found.entry(name).or_insert(Binding {
                         file: file.clone(),
                         required: false,
+                        database: call == ".d1(\"",
                     });
                 }
             }
@@ -144,6 +149,33 @@ fn wrangler_vars() -> BTreeMap<String, Option<String>> {
         }
     }
     vars
+}
+
+/// The `binding` of every `[[d1_databases]]` table in wrangler.toml.
+fn wrangler_d1_bindings() -> BTreeSet<String> {
+    let toml = read("wrangler.toml");
+    let mut bindings = BTreeSet::new();
+    let mut in_d1 = false;
+    for line in toml.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_d1 = line == "[[d1_databases]]";
+            continue;
+        }
+        if let (true, Some(("binding", value))) =
+            (in_d1, line.split_once('=').map(|(k, v)| (k.trim(), v)))
+        {
+            bindings.insert(value.trim().trim_matches('"').to_owned());
+        }
+    }
+    bindings
+}
+
+fn databases_read_by_the_worker() -> BTreeSet<String> {
+    bindings_read_by_the_worker()
+        .into_iter()
+        .filter(|(_, b)| b.database)
+        .map(|(name, _)| name)
+        .collect()
 }
 
 /// The names on the line after `# Secrets` in wrangler.toml.
@@ -261,10 +293,39 @@ fn the_configuration_table_marks_exactly_the_required_bindings_as_secrets() {
         .map(|(name, _)| name.clone())
         .collect();
     assert_lists_the_required_secrets("docs/operations.md's `secret` rows", &secrets);
+    let databases = databases_read_by_the_worker();
     for (name, kind) in &table {
+        if databases.contains(name) {
+            assert_eq!(
+                kind, "binding",
+                "docs/operations.md: {name} is a D1 binding: its kind must be `binding`"
+            );
+        } else {
+            assert!(
+                kind == "secret" || kind == "var",
+                "docs/operations.md: {name}'s kind is `{kind}`, not `secret` or `var`"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_d1_database_the_worker_reads_is_declared_in_wrangler_toml_and_not_as_a_var() {
+    let databases = databases_read_by_the_worker();
+    assert!(
+        databases.contains("DB"),
+        "the scan of src/ missed the D1 binding DB: {databases:?}"
+    );
+    assert_eq!(
+        databases,
+        wrangler_d1_bindings(),
+        "wrangler.toml's [[d1_databases]] bindings differ from what src/ reads with env.d1(..)"
+    );
+    let vars = wrangler_vars();
+    for name in &databases {
         assert!(
-            kind == "secret" || kind == "var",
-            "docs/operations.md: {name}'s kind is `{kind}`, not `secret` or `var`"
+            !vars.contains_key(name),
+            "wrangler.toml [vars] sets {name}, a D1 binding: declare it in [[d1_databases]] only"
         );
     }
 }
@@ -297,7 +358,9 @@ fn wrangler_toml_vars_list_every_optional_variable() {
     let table = configuration_table();
     let missing: Vec<String> = bindings_read_by_the_worker()
         .into_iter()
-        .filter(|(name, binding)| !binding.required && !vars.contains_key(name))
+        .filter(|(name, binding)| {
+            !binding.required && !binding.database && !vars.contains_key(name)
+        })
         .map(|(name, binding)| format!("{name} (read in {})", binding.file))
         .collect();
     assert!(

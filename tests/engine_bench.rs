@@ -19,7 +19,8 @@ const LIKES: u64 = 1_000_000;
 
 /// Streams `LIKES` like scripts, exactly as the engine builds them, into Redis
 /// with `redis-cli --pipe` (a million REST round trips would measure the
-/// gateway, not the data), then returns the bytes `MEMORY USAGE` reports for
+/// gateway, not the data; the SHA1 is the one Redis holds, see
+/// [`Setup::load_direct`]), then returns the bytes `MEMORY USAGE` reports for
 /// the key holding the likers.
 fn load_likes(
     setup: &Setup,
@@ -29,6 +30,7 @@ fn load_likes(
     store_key: &str,
 ) -> u64 {
     let now = real_now();
+    let sha = setup.load_direct(&tally::scripts::LIKE);
     let mut cli = Command::new("redis-cli")
         .args(["-p", &setup.redis.port.to_string(), "--pipe"])
         .stdin(Stdio::piped())
@@ -38,9 +40,10 @@ fn load_likes(
     {
         let mut out = BufWriter::new(cli.stdin.take().unwrap());
         for i in 0..LIKES {
-            let command = engine
+            let mut command = engine
                 .like_call(page, &who(i), "bench", now, true)
                 .evalsha();
+            command[1].clone_from(&sha);
             write!(out, "*{}\r\n", command.len()).unwrap();
             for arg in &command {
                 write!(out, "${}\r\n{arg}\r\n", arg.len()).unwrap();
@@ -181,7 +184,7 @@ async fn round_trips_per_operation() {
     );
     measure!(
         "add_to_counter",
-        engine.add_to_counter(&page, &name, Amount::Float(0.5))
+        engine.add_to_counter(&page, &name, Amount::Float(0.5), now)
     );
     measure!("read", engine.read(&page, Some("u"), now));
     measure!(

@@ -20,7 +20,7 @@ async fn a_float_counter_added_a_tenth_ten_times_reads_back_one() {
     for _ in 0..10 {
         last = setup
             .engine
-            .add_to_counter(&page, &name, Amount::Float(0.1))
+            .add_to_counter(&page, &name, Amount::Float(0.1), 1_000)
             .await
             .unwrap();
     }
@@ -30,7 +30,7 @@ async fn a_float_counter_added_a_tenth_ten_times_reads_back_one() {
 
     let after = setup
         .engine
-        .add_to_counter(&page, &name, Amount::Float(0.2))
+        .add_to_counter(&page, &name, Amount::Float(0.2), 1_000)
         .await
         .unwrap();
     assert_eq!(after, CounterValue::Float(1.2));
@@ -43,7 +43,12 @@ async fn integer_counters_stay_integers_until_a_fraction_is_added() {
     let tokens = CounterName::parse("tokens").unwrap();
     let add = |by| {
         let (engine, page, tokens) = (setup.engine.clone(), page.clone(), tokens.clone());
-        async move { engine.add_to_counter(&page, &tokens, by).await.unwrap() }
+        async move {
+            engine
+                .add_to_counter(&page, &tokens, by, 1_000)
+                .await
+                .unwrap()
+        }
     };
     assert_eq!(add(Amount::Int(3)).await, CounterValue::Int(3));
     assert_eq!(add(Amount::Int(-1)).await, CounterValue::Int(2));
@@ -61,7 +66,7 @@ async fn an_infinite_amount_is_refused_before_any_request_and_an_overflow_after(
     for bad in [f64::NAN, f64::INFINITY] {
         let error = setup
             .engine
-            .add_to_counter(&page, &name, Amount::Float(bad))
+            .add_to_counter(&page, &name, Amount::Float(bad), 1_000)
             .await
             .unwrap_err();
         assert_eq!(error, EngineError::Invalid(InvalidRequest::NotFinite));
@@ -70,12 +75,12 @@ async fn an_infinite_amount_is_refused_before_any_request_and_an_overflow_after(
 
     setup
         .engine
-        .add_to_counter(&page, &name, Amount::Int(i64::MAX))
+        .add_to_counter(&page, &name, Amount::Int(i64::MAX), 1_000)
         .await
         .unwrap();
     let error = setup
         .engine
-        .add_to_counter(&page, &name, Amount::Int(1))
+        .add_to_counter(&page, &name, Amount::Int(1), 1_000)
         .await
         .unwrap_err();
     assert_eq!(error, EngineError::Invalid(InvalidRequest::CounterOverflow));
@@ -88,7 +93,7 @@ async fn an_add_past_the_largest_double_is_refused_and_writes_nothing() {
     let name = CounterName::parse("huge").unwrap();
     let first = setup
         .engine
-        .add_to_counter(&page, &name, Amount::Float(1e308))
+        .add_to_counter(&page, &name, Amount::Float(1e308), 1_000)
         .await
         .unwrap();
     assert_eq!(first, CounterValue::Float(1e308));
@@ -96,7 +101,7 @@ async fn an_add_past_the_largest_double_is_refused_and_writes_nothing() {
     let stored = setup.cli(&["HGET", &key, "huge"]);
     let error = setup
         .engine
-        .add_to_counter(&page, &name, Amount::Float(1e308))
+        .add_to_counter(&page, &name, Amount::Float(1e308), 1_000)
         .await
         .unwrap_err();
     assert_eq!(error, EngineError::Invalid(InvalidRequest::CounterOverflow));
@@ -139,7 +144,7 @@ async fn reads_survive_any_text_already_in_the_counters_hash() {
         for by in [Amount::Int(1), Amount::Float(0.5)] {
             let error = setup
                 .engine
-                .add_to_counter(&page, &name, by)
+                .add_to_counter(&page, &name, by, 1_000)
                 .await
                 .unwrap_err();
             assert_eq!(error, EngineError::Invalid(InvalidRequest::CounterOverflow));
@@ -161,7 +166,7 @@ async fn an_idempotent_add_replays_its_first_answer_and_a_reused_key_conflicts()
         let (engine, page, name) = (setup.engine.clone(), page.clone(), name.clone());
         async move {
             engine
-                .add_to_counter_once(&page, &name, by, Some(&idempotency))
+                .add_to_counter_once(&page, &name, by, 1_000, Some(&idempotency))
                 .await
                 .unwrap()
         }
@@ -173,7 +178,7 @@ async fn an_idempotent_add_replays_its_first_answer_and_a_reused_key_conflicts()
     );
     setup
         .engine
-        .add_to_counter(&page, &name, Amount::Int(1))
+        .add_to_counter(&page, &name, Amount::Int(1), 1_000)
         .await
         .unwrap();
     // The retry answers what the first request answered, and adds nothing.

@@ -42,7 +42,7 @@ async fn outside_the_pattern_every_write_and_read_is_unknown_and_nothing_is_sent
     );
     assert_eq!(
         engine
-            .add_to_counter(&stranger, &name, Amount::Int(1))
+            .add_to_counter(&stranger, &name, Amount::Int(1), 1_000)
             .await
             .unwrap_err(),
         EngineError::UnknownItem
@@ -96,7 +96,7 @@ async fn only_registered_items_take_writes_and_the_refusals_write_nothing() {
     );
     assert_eq!(
         engine
-            .add_to_counter(&stranger, &name, Amount::Int(1))
+            .add_to_counter(&stranger, &name, Amount::Int(1), 1_000)
             .await
             .unwrap_err(),
         EngineError::UnknownItem
@@ -115,7 +115,7 @@ async fn only_registered_items_take_writes_and_the_refusals_write_nothing() {
     assert!(viewed.outcome.is_some());
     assert_eq!(
         engine
-            .add_to_counter(&page, &name, Amount::Int(2))
+            .add_to_counter(&page, &name, Amount::Int(2), 1_000)
             .await
             .unwrap(),
         tally::engine::CounterValue::Int(2)

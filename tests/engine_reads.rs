@@ -56,7 +56,7 @@ async fn a_read_shows_counts_counters_viewers_and_the_callers_like() {
     let name = CounterName::parse("tokens").unwrap();
     setup
         .engine
-        .add_to_counter(&page, &name, Amount::Int(17))
+        .add_to_counter(&page, &name, Amount::Int(17), 1_000)
         .await
         .unwrap();
 
@@ -179,7 +179,7 @@ async fn every_operation_is_one_round_trip() {
         .unwrap();
     note("view replay", setup.trips.take());
     engine
-        .add_to_counter(&page, &name, Amount::Float(0.5))
+        .add_to_counter(&page, &name, Amount::Float(0.5), 1_000)
         .await
         .unwrap();
     note("counter", setup.trips.take());

@@ -409,6 +409,37 @@ async fn real_responses_of_every_route_and_error_match_the_document() {
         none,
     )
     .await;
+    const IMPORT: &str = "/v1/admin/import";
+    const MERGE: &str = "/v1/admin/items/{item}/merge";
+    let ndjson =
+        |body: &'static str| move |r: reqwest::RequestBuilder| r.bearer_auth(API_KEY).body(body);
+    let import_line = "{\"item\": \"blog/2026/imported\", \"views\": 5, \"likes_base\": 2}\n";
+    c.send(Method::POST, IMPORT, IMPORT, ndjson(import_line))
+        .await;
+    c.send(Method::POST, IMPORT, IMPORT, ndjson("{\"item\": 1}"))
+        .await;
+    c.send(Method::POST, IMPORT, IMPORT, ndjson("\n")).await;
+    c.send(Method::POST, IMPORT, IMPORT, |r| r.body(import_line))
+        .await;
+    let too_big = "\n".repeat(256 * 1024 + 1);
+    c.send(Method::POST, IMPORT, IMPORT, |r| {
+        r.bearer_auth(API_KEY).body(too_big)
+    })
+    .await;
+    let merge = format!("{page}/merge").replace("/v1/items/", "/v1/admin/items/");
+    let from = |from: &str| {
+        let body = json!({ "from": from });
+        move |r: reqwest::RequestBuilder| r.bearer_auth(API_KEY).json(&body)
+    };
+    c.send(Method::POST, MERGE, &merge, from("blog/2026/imported"))
+        .await;
+    c.send(Method::POST, MERGE, &merge, from("blog/2026/conform"))
+        .await;
+    c.send(Method::POST, MERGE, &merge, from("bad id")).await;
+    c.send(Method::POST, MERGE, &merge, |r| {
+        r.json(&json!({"from": "blog/2026/imported"}))
+    })
+    .await;
     const BADGE: &str = "/v1/items/{item}/badge.svg";
     let badge = format!("{page}/badge.svg?metric=likes&label=a%3Cb&color=4c1&style=flat-square");
     c.send(Method::GET, BADGE, &badge, none).await;
@@ -440,6 +471,21 @@ async fn real_responses_of_every_route_and_error_match_the_document() {
         .await;
     c.send(Method::GET, "/metrics", "/metrics", api_key).await;
     c.send(Method::GET, "/metrics", "/metrics", none).await;
+    // The system of record: a pass (its answer), the record's read, their errors.
+    const RECONCILE: &str = "/v1/admin/reconcile";
+    let (status, _) = c.send(Method::POST, RECONCILE, RECONCILE, api_key).await;
+    assert_eq!(status, 200);
+    c.send(Method::POST, RECONCILE, RECONCILE, none).await;
+    let record = format!("{page}?source=record");
+    let (status, _) = c.send(Method::GET, ITEM, &record, api_key).await;
+    assert_eq!(status, 200);
+    c.send(Method::GET, ITEM, &format!("{record}&who=alice"), api_key)
+        .await;
+    c.send(Method::GET, ITEM, &record, none).await;
+    let (status, _) = c
+        .send(Method::GET, ITEM, &format!("{page}?source=elsewhere"), none)
+        .await;
+    assert_eq!(status, 400);
     c.send(Method::GET, "unknown", "/v2/nothing-here", none)
         .await;
     let (status, _) = c

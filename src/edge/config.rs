@@ -32,7 +32,29 @@ pub struct Config {
     engine: Engine,
     /// A client of the same endpoint whose round trips are not counted (the metrics' own).
     unobserved: RestClient,
+    /// How the reconciliation pass runs (src/edge/record.rs).
+    pub reconcile: Reconcile,
 }
+
+/// The reconciliation pass's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconcile {
+    /// `RECONCILE_MAX_EVENTS` (default 2000): the most outbox events one pass applies.
+    pub max_events: usize,
+    /// `RECONCILE_SAMPLE` (default 100): the items checked for drift besides
+    /// those the pass touched, those checked longest ago.
+    pub sample: usize,
+    /// `RECONCILE_LEASE_SECONDS` (default 60), in ms: how long a pass holds
+    /// its lease; a pass that dies leaves it to expire.
+    pub lease_ms: u64,
+    /// `TALLY_FAULT=reconcile_after_record`, for tests only: the pass stops
+    /// right after the record committed, as a crash there would (no trim,
+    /// the lease left to expire). Unset (the default), it does nothing.
+    pub stop_after_record: bool,
+}
+
+/// The one `TALLY_FAULT` value there is.
+pub const FAULT_AFTER_RECORD: &str = "reconcile_after_record";
 
 thread_local! {
     /// This isolate's configuration, once read without error (an isolate runs one thread).
@@ -91,6 +113,19 @@ impl Config {
             visitor_mints_per_hour: number(env, "VISITOR_MINTS_PER_HOUR", 500)?,
             likes_store,
             items,
+            // On only when a system of record (the `DB` binding) applies and trims it.
+            outbox: env.d1("DB").is_ok(),
+        };
+        let reconcile = Reconcile {
+            max_events: usize::try_from(number(env, "RECONCILE_MAX_EVENTS", 2_000)?)
+                .unwrap_or(usize::MAX),
+            sample: usize::try_from(number(env, "RECONCILE_SAMPLE", 100)?).unwrap_or(usize::MAX),
+            lease_ms: number(env, "RECONCILE_LEASE_SECONDS", 60)?.saturating_mul(1_000),
+            stop_after_record: match optional(env, "TALLY_FAULT").as_deref() {
+                None => false,
+                Some(FAULT_AFTER_RECORD) => true,
+                Some(_) => return Err(malformed("TALLY_FAULT", FAULT_AFTER_RECORD)),
+            },
         };
         let unobserved = RestClient::with_transport(
             Arc::new(FetchTransport),
@@ -105,6 +140,7 @@ impl Config {
             api_key,
             engine,
             unobserved,
+            reconcile,
         })
     }
 

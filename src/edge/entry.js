@@ -28,7 +28,7 @@ function handleMaybeCritical(error) {
 // A trap while a request waits on I/O happens in a promise callback: uncaught.
 addEventListener("error", (event) => handleMaybeCritical(event.error));
 
-export default {
+const handlers = {
   fetch(request, env, ctx) {
     checkReinitialize();
     try {
@@ -39,3 +39,20 @@ export default {
     }
   },
 };
+
+// The other handlers the wasm exports (`#[event(scheduled)]`...), as worker-build's shim wrapped them.
+for (const name of ["scheduled", "queue", "email"]) {
+  const handler = exports[name];
+  if (typeof handler !== "function") continue;
+  handlers[name] = async (event, env, ctx) => {
+    checkReinitialize();
+    try {
+      return await handler(event, env, ctx);
+    } catch (error) {
+      handleMaybeCritical(error);
+      throw error;
+    }
+  };
+}
+
+export default handlers;

@@ -20,6 +20,14 @@ pub enum AppError {
     /// The body is not the JSON the route expects.
     #[error("{0}")]
     InvalidBody(String),
+    /// An import is refused: a line is bad (its number, 1-based), or it has none.
+    #[error("{message}")]
+    InvalidImport {
+        /// The bad line, when one is to blame.
+        line: Option<usize>,
+        /// What is wrong, naming the line.
+        message: String,
+    },
     /// A query parameter is missing or malformed.
     #[error("{0}")]
     InvalidQuery(String),
@@ -44,15 +52,24 @@ pub enum AppError {
     /// An `Idempotency-Key` was reused with a different request.
     #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyConflict,
-    /// The body is over the limit.
-    #[error("request bodies are limited to 8 KiB")]
-    BodyTooLarge,
+    /// The body is over the route's limit, in bytes.
+    #[error("request bodies on this route are limited to {} KiB", .0 / 1024)]
+    BodyTooLarge(usize),
     /// The caller is over the write limit; carries the window's status.
     #[error("too many writes: retry after the window resets")]
     RateLimited(RateStatus),
     /// A CORS preflight from an origin not in `ALLOWED_ORIGINS`.
     #[error("this origin is not allowed")]
     OriginNotAllowed,
+    /// Another reconciliation pass holds the lease; this one did nothing.
+    #[error("a reconciliation pass is already running: retry when it ends")]
+    ReconcileRunning,
+    /// No system of record is bound (the `DB` D1 binding).
+    #[error("no system of record is bound: this worker has no D1 binding `DB`")]
+    RecordUnbound,
+    /// The system of record (D1) failed or answered nonsense.
+    #[error("the system of record is unavailable, retry shortly")]
+    RecordFailed(String),
     /// Redis REST was unreachable, slow or failing, or answered nonsense.
     #[error("the counter store is unavailable, retry shortly")]
     Backend(String),
@@ -70,9 +87,13 @@ struct ErrorBody {
     error: ErrorDetail,
 }
 
+/// In the order a JSON object read whole would write them (sorted): the same bytes.
 #[derive(serde::Serialize)]
 struct ErrorDetail {
     code: &'static str,
+    /// An import's bad line, when one is to blame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<usize>,
     message: String,
 }
 
@@ -108,6 +129,7 @@ impl AppError {
             AppError::InvalidItem(_) => (400, "invalid_item"),
             AppError::InvalidName(_) => (400, "invalid_counter"),
             AppError::InvalidBody(_) => (400, "invalid_body"),
+            AppError::InvalidImport { .. } => (400, "invalid_import"),
             AppError::InvalidQuery(_) => (400, "invalid_query"),
             AppError::InvalidHeader(_) => (400, "invalid_header"),
             AppError::Unauthorized(_) => (401, "unauthorized"),
@@ -116,12 +138,14 @@ impl AppError {
             AppError::UnknownItem => (404, "unknown_item"),
             AppError::MethodNotAllowed(_) => (405, "method_not_allowed"),
             AppError::IdempotencyConflict => (409, "idempotency_conflict"),
-            AppError::BodyTooLarge => (413, "body_too_large"),
+            AppError::ReconcileRunning => (409, "reconcile_running"),
+            AppError::BodyTooLarge(_) => (413, "body_too_large"),
             AppError::CounterOverflow(_) => (422, "counter_overflow"),
             AppError::RateLimited(_) => (429, "rate_limited"),
             AppError::Misconfigured(_) => (500, "misconfigured"),
             AppError::Internal(_) => (500, "internal_error"),
             AppError::Backend(_) => (503, "backend_unavailable"),
+            AppError::RecordUnbound | AppError::RecordFailed(_) => (503, "record_unavailable"),
         }
     }
 
@@ -130,13 +154,19 @@ impl AppError {
         let (status, code) = self.status_and_code();
         match &self {
             AppError::Backend(detail) => console_error!("backend failure: {detail}"),
+            AppError::RecordFailed(detail) => console_error!("system of record failure: {detail}"),
             AppError::Misconfigured(detail) => console_error!("misconfigured: {detail}"),
             AppError::Internal(detail) => console_error!("internal error: {detail}"),
             _ => {}
         }
+        let line = match &self {
+            AppError::InvalidImport { line, .. } => *line,
+            _ => None,
+        };
         let body = ErrorBody {
             error: ErrorDetail {
                 code,
+                line,
                 message: self.to_string(),
             },
         };
@@ -144,7 +174,7 @@ impl AppError {
         let headers = response.headers_mut();
         match &self {
             AppError::MethodNotAllowed(allow) => headers.set("Allow", allow)?,
-            AppError::Backend(_) => headers.set("Retry-After", "1")?,
+            AppError::Backend(_) | AppError::RecordFailed(_) => headers.set("Retry-After", "1")?,
             AppError::RateLimited(rate) => {
                 super::http::set_rate_headers(headers, rate)?;
                 headers.set("Retry-After", &rate.reset_seconds.max(1).to_string())?;

@@ -103,12 +103,12 @@ pub fn client_ip(req: &Request) -> String {
     header(req, "CF-Connecting-IP").unwrap_or_else(|| "unknown".to_owned())
 }
 
-/// Refuses a request whose declared `Content-Length` is over [`MAX_BODY_BYTES`],
-/// before any handler runs.
-pub fn check_declared_length(req: &Request) -> Result<(), AppError> {
+/// Refuses a request whose declared `Content-Length` is over `limit` (the
+/// route's: [`MAX_BODY_BYTES`] but for imports), before any handler runs.
+pub fn check_declared_length(req: &Request, limit: usize) -> Result<(), AppError> {
     let declared = header(req, "Content-Length").and_then(|v| v.parse::<usize>().ok());
     match declared {
-        Some(length) if length > MAX_BODY_BYTES => Err(AppError::BodyTooLarge),
+        Some(length) if length > limit => Err(AppError::BodyTooLarge(limit)),
         _ => Ok(()),
     }
 }
@@ -116,13 +116,18 @@ pub fn check_declared_length(req: &Request) -> Result<(), AppError> {
 /// Reads the body, refusing anything over [`MAX_BODY_BYTES`] (a body sent
 /// without a `Content-Length` is only measured here).
 pub async fn body(req: &Request) -> Result<Vec<u8>, AppError> {
+    body_up_to(req, MAX_BODY_BYTES).await
+}
+
+/// Reads the body, refusing anything over `limit` bytes.
+pub async fn body_up_to(req: &Request, limit: usize) -> Result<Vec<u8>, AppError> {
     let unreadable = |_| AppError::InvalidBody("the body could not be read".into());
     let buffer = JsFuture::from(req.array_buffer().map_err(unreadable)?)
         .await
         .map_err(unreadable)?;
     let bytes = Uint8Array::new(&buffer).to_vec();
-    if bytes.len() > MAX_BODY_BYTES {
-        return Err(AppError::BodyTooLarge);
+    if bytes.len() > limit {
+        return Err(AppError::BodyTooLarge(limit));
     }
     Ok(bytes)
 }

@@ -187,7 +187,19 @@ pub async fn serve(req: &Request, config: &Config) -> Result<Response, AppError>
                 .await?
         }
     };
-    let mut response = Response::ok(Metrics::from_hash(&hash).render())?;
+    // The outbox's lag is read at scrape, when the outbox is on (a record is bound).
+    let lag = if config.engine().settings().outbox {
+        match config.engine().outbox_lag().await {
+            Ok(lag) => Some(lag),
+            Err(e) => {
+                worker::console_warn!("metrics: the outbox lag could not be read: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut response = Response::ok(Metrics::from_hash(&hash).render_with_lag(lag))?;
     let headers = response.headers_mut();
     headers.set("Content-Type", OPENMETRICS)?;
     headers.set("Cache-Control", "no-store")?;

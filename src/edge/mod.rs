@@ -15,12 +15,13 @@ mod handlers;
 mod http;
 mod identity;
 mod metrics;
+mod record;
 mod routes;
 
 use std::rc::Rc;
 
 use worker::web_sys::Request;
-use worker::{Context, Env, Method, Response};
+use worker::{Context, Env, Method, Response, ScheduleContext, ScheduledEvent, event};
 
 use config::{Basics, Config};
 use error::AppError;
@@ -57,6 +58,16 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Respo
     Ok(response)
 }
 
+/// The cron trigger (`[triggers] crons` in wrangler.toml, every minute): one
+/// reconciliation pass of the outbox into the system of record.
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    match Config::get(&env, metrics::observer) {
+        Ok(config) => record::scheduled(&env, &config).await,
+        Err(error) => worker::console_error!("reconcile: not run: {error}"),
+    }
+}
+
 /// Checks the method and body size, then hands the request to its handler.
 async fn dispatch(
     req: &mut Request,
@@ -79,7 +90,7 @@ async fn dispatch(
     let Some(method) = method.filter(|m| route.methods().contains(m)) else {
         return Err(AppError::MethodNotAllowed(route.allow()));
     };
-    http::check_declared_length(req)?;
+    http::check_declared_length(req, route.max_body_bytes())?;
     // Static files need no secret, so they work even on a misconfigured worker.
     if let Route::Demo | Route::Embed | Route::OpenApi = route {
         return assets::serve(req, env).await;
@@ -92,17 +103,20 @@ async fn dispatch(
         Route::Item(item) if method == Method::Put => {
             handlers::items::register(req, config, item).await
         }
-        Route::Item(item) => handlers::items::read(req, config, item).await,
+        Route::Item(item) => handlers::items::read(req, env, config, item).await,
         Route::Like(item) if method == Method::Put => {
             handlers::likes::set(req, config, item, Want::Liked).await
         }
         Route::Like(item) => handlers::likes::set(req, config, item, Want::NotLiked).await,
         Route::Views(item) => handlers::views::record(req, config, item).await,
-        Route::Series(item) => handlers::views::series(req, config, item).await,
+        Route::Series(item) => handlers::views::series(req, env, config, item).await,
         Route::Counter(item, name) => handlers::counters::add(req, config, item, name).await,
         Route::Trending => handlers::items::trending(req, config).await,
         Route::Badge(item) => handlers::badge::badge(req, config, item).await,
         Route::Metrics => metrics::serve(req, config).await,
+        Route::Import => handlers::transfer::import(req, config).await,
+        Route::Merge(item) => handlers::transfer::merge(req, config, item).await,
+        Route::Reconcile => record::reconcile(req, env, config).await,
         // Answered above, before the configuration is needed.
         Route::Demo | Route::Embed | Route::OpenApi => Err(AppError::NotFound),
     }

@@ -37,6 +37,12 @@ pub enum Route<'a> {
     Badge(&'a str),
     /// `/v1/trending`.
     Trending,
+    /// `/v1/admin/import`.
+    Import,
+    /// `/v1/admin/items/{item}/merge`.
+    Merge(&'a str),
+    /// `/v1/admin/reconcile`: one reconciliation pass, now.
+    Reconcile,
 }
 
 impl<'a> Route<'a> {
@@ -59,6 +65,9 @@ impl<'a> Route<'a> {
             ["v1", "items", item, "counters", name] => Route::Counter(item, name),
             ["v1", "items", item, "badge.svg"] => Route::Badge(item),
             ["v1", "trending"] => Route::Trending,
+            ["v1", "admin", "import"] => Route::Import,
+            ["v1", "admin", "items", item, "merge"] => Route::Merge(item),
+            ["v1", "admin", "reconcile"] => Route::Reconcile,
             _ => return None,
         })
     }
@@ -80,6 +89,9 @@ impl<'a> Route<'a> {
             Route::Counter(..) => "/v1/items/{item}/counters/{name}",
             Route::Badge(_) => "/v1/items/{item}/badge.svg",
             Route::Trending => "/v1/trending",
+            Route::Import => "/v1/admin/import",
+            Route::Merge(_) => "/v1/admin/items/{item}/merge",
+            Route::Reconcile => "/v1/admin/reconcile",
         }
     }
 
@@ -88,8 +100,19 @@ impl<'a> Route<'a> {
         match self {
             Route::Like(_) => &[Method::Put, Method::Delete],
             Route::Item(_) => &[Method::Get, Method::Put],
-            Route::Visitors | Route::Views(_) | Route::Counter(..) => &[Method::Post],
+            Route::Visitors | Route::Views(_) | Route::Counter(..) | Route::Reconcile => {
+                &[Method::Post]
+            }
+            Route::Import | Route::Merge(_) => &[Method::Post],
             _ => &[Method::Get],
+        }
+    }
+
+    /// The largest body the route reads: imports are NDJSON files.
+    pub fn max_body_bytes(&self) -> usize {
+        match self {
+            Route::Import => crate::transfer::MAX_IMPORT_BYTES,
+            _ => super::http::MAX_BODY_BYTES,
         }
     }
 

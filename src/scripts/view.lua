@@ -13,7 +13,8 @@
 -- KEYS[9]  trending_hour  the sorted set of views per item for the hour holding `now`
 -- KEYS[10] trending_day   ... for the UTC day holding `now`
 -- KEYS[11] viewers_all_time  the item's HyperLogLog of every viewer (never expires)
--- KEYS[12] idem      optional: the record of the first answer to this Idempotency-Key
+-- KEYS[12] outbox    the item's outbox stream (its `outbox::shard`); written only when ARGV[17] is '1'
+-- KEYS[13] idem      optional: the record of the first answer to this Idempotency-Key
 --                     (not per item: the key on another item is a conflict)
 -- ARGV[1]  now       unix seconds (the caller's clock)
 -- ARGV[2]  limit     writes allowed per window to KEYS[1]
@@ -31,23 +32,28 @@
 -- ARGV[14] item              the item id (the trending sets' member)
 -- ARGV[15] trending_hour_expire_at  unix time the hour's trending set expires (start + 2 h)
 -- ARGV[16] trending_day_expire_at   ... the day's (start + 2 d)
--- ARGV[17] fingerprint       of the request, when KEYS[12] is given
--- ARGV[18] idem_ttl          seconds an idempotency record lives (24 h)
+-- ARGV[17] outbox            '1': append a counted view to KEYS[12]; '0': append nothing
+-- ARGV[18] fingerprint       of the request, when KEYS[13] is given
+-- ARGV[19] idem_ttl          seconds an idempotency record lives (24 h)
+-- ARGV[20] idem_key          the raw Idempotency-Key (the event's `idem`), when KEYS[13] is given
 --
 -- Returns {status, rate_count, reset_seconds, views, counted}: status 1
 -- recorded, 2 replayed (the first answer; nothing counted), 3 conflict (key
 -- reused with another fingerprint; nothing written), 0 over a limit (nothing
 -- written), 4 unknown item (not registered; nothing written). A replay, a
 -- conflict or an unknown item reads the rate limit but uses no slot of it.
+-- A counted view appends one outbox event `op view item t [idem]`
+-- (src/outbox.rs), after the writes it records.
 --
 -- Atomic because the dedupe decision, the counters, the buckets, the trending
 -- sets, the idempotency record and the rate limits must agree: a retried or
 -- concurrent request must either see the marker or the record and count
--- nothing, or count everything exactly once.
-local rate, stats, seen, viewers, idem = KEYS[1], KEYS[3], KEYS[4], KEYS[8], KEYS[12]
+-- nothing, or count everything exactly once; the outbox event is part of
+-- "everything", so the system of record sees each counted view once.
+local rate, stats, seen, viewers, idem = KEYS[1], KEYS[3], KEYS[4], KEYS[8], KEYS[13]
 local now, limit, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local viewer, dedupe, countable = ARGV[7], tonumber(ARGV[8]), ARGV[9] == '1'
-local fingerprint, idem_ttl = ARGV[17], ARGV[18]
+local fingerprint, idem_ttl, idem_key = ARGV[18], ARGV[19], ARGV[20]
 
 if ARGV[6] == '1' and redis.call('HEXISTS', stats, 'registered') == 0 then
   local count, reset = rate_peek(rate, now, window)
@@ -106,6 +112,14 @@ if countable then
       redis.call('ZINCRBY', KEYS[i], 1, ARGV[14])
       if redis.call('TTL', KEYS[i]) < 0 then
         redis.call('EXPIREAT', KEYS[i], ARGV[i + 6])
+      end
+    end
+    if ARGV[17] == '1' then
+      if idem then
+        redis.call('XADD', KEYS[12], '*', 'op', 'view', 'item', ARGV[14], 't', ARGV[1],
+          'idem', idem_key)
+      else
+        redis.call('XADD', KEYS[12], '*', 'op', 'view', 'item', ARGV[14], 't', ARGV[1])
       end
     end
   end

@@ -2,7 +2,8 @@
 //!
 //! - [`Redis`]: a `redis-server` child process with its data in a temp folder;
 //! - [`Gateway`]: the project's REST gateway, served in-process on its own runtime;
-//! - [`Worker`]: the built wasm worker under `wrangler dev`;
+//! - [`Worker`]: the built wasm worker under `wrangler dev --test-scheduled`,
+//!   with its own local D1 database (the system of record, `DB`), migrated;
 //! - [`Stack`]: all three wired together.
 //!
 //! Every child runs in its own process group, watched by a tiny shell loop that
@@ -101,18 +102,44 @@ impl Drop for Group {
     }
 }
 
-/// A real `redis-server` on a free loopback port, without persistence.
+/// A real `redis-server` on a free loopback port, without persistence unless
+/// started with [`Redis::start_persistent`].
 pub struct Redis {
     pub port: u16,
     dir: TempDir,
+    persistence: &'static [&'static str],
     process: Option<Group>,
 }
 
+/// No persistence: a restarted server is empty.
+const NO_PERSISTENCE: &[&str] = &["--save", "", "--appendonly", "no"];
+/// An append-only file synced once a second, as `make dev` runs Redis.
+const AOF_EVERY_SECOND: &[&str] = &[
+    "--save",
+    "",
+    "--appendonly",
+    "yes",
+    "--appendfsync",
+    "everysec",
+];
+
 impl Redis {
     pub fn start() -> Redis {
+        Self::start_with_persistence(NO_PERSISTENCE)
+    }
+
+    /// A server that keeps an append-only file synced every second
+    /// (`appendfsync everysec`): [`Redis::resume`] after [`Redis::stop`]
+    /// (a `kill -9`) reloads it, less what was not yet synced.
+    pub fn start_persistent() -> Redis {
+        Self::start_with_persistence(AOF_EVERY_SECOND)
+    }
+
+    fn start_with_persistence(persistence: &'static [&'static str]) -> Redis {
         let mut redis = Redis {
             port: free_port(),
             dir: tempfile::tempdir().expect("temp dir"),
+            persistence,
             process: None,
         };
         redis.resume();
@@ -123,17 +150,19 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Kills the server, as a crash would.
+    /// Kills the server with `SIGKILL` (`kill -9`), as a crash would.
     pub fn stop(&mut self) {
         self.process.take();
     }
 
-    /// Starts the server again on the same port (empty: nothing is persisted).
+    /// Starts the server again on the same port and folder (empty, unless it
+    /// keeps an append-only file).
     pub fn resume(&mut self) {
         let process = Group::spawn(
             Command::new("redis-server")
                 .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
-                .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+                .args(self.persistence)
+                .args(["--loglevel", "warning"])
                 .arg("--dir")
                 .arg(self.dir.path())
                 .stdout(Stdio::null()),
@@ -231,18 +260,142 @@ impl Drop for Gateway {
     }
 }
 
-/// The built wasm worker under `wrangler dev`, configured through a `.dev.vars`
+/// The test worker's D1 database (`DB`, the system of record).
+#[derive(Debug, Clone)]
+pub enum Record {
+    /// A fresh local database with the migrations applied (the default).
+    Fresh,
+    /// The local database persisted in this folder (another worker's
+    /// [`Worker::record_dir`]): a restarted worker finds what the first left.
+    At(PathBuf),
+    /// No `DB` binding: the outbox is off and the record routes answer 503.
+    Unbound,
+}
+
+/// The built wasm worker under `wrangler dev --test-scheduled` (so
+/// `GET /__scheduled` runs the cron handler), configured through a `.dev.vars`
 /// file of its own so that tests never read the developer's.
 pub struct Worker {
     pub port: u16,
     dir: TempDir,
+    record: Option<PathBuf>,
     process: Option<Group>,
 }
 
+/// The database id every test worker's config gives `DB` (local only: the
+/// file Miniflare keeps it in is named after it, so a copy of the migrated
+/// template is found by every worker).
+const TEST_DATABASE_ID: &str = "00000000-0000-4000-8000-000000000000";
+
+/// A folder holding a local D1 database with the migrations applied: made
+/// with `wrangler d1 migrations apply DB --local --persist-to` (about 3 s)
+/// once per version of `migrations/` and kept under `target/`; each worker
+/// starts from a copy of it (milliseconds).
+fn migrated_template() -> &'static Path {
+    static TEMPLATE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    TEMPLATE.get_or_init(|| {
+        let mut migrations: Vec<PathBuf> = fs::read_dir(root().join("migrations"))
+            .expect("read migrations/")
+            .map(|entry| entry.expect("a folder entry").path())
+            .collect();
+        migrations.sort();
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for path in &migrations {
+            let bytes = fs::read(path).expect("read a migration");
+            for byte in path
+                .file_name()
+                .unwrap()
+                .as_encoded_bytes()
+                .iter()
+                .chain(&bytes)
+            {
+                hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        let home = root().join("target/d1-template");
+        let template = home.join(format!("{hash:016x}"));
+        if template.join("state").exists() {
+            return template.join("state");
+        }
+        fs::create_dir_all(&home).expect("create target/d1-template");
+        let work = tempfile::tempdir_in(&home).expect("temp dir");
+        let config = format!(
+            "name = \"tally-test-migrations\"\ncompatibility_date = \"2026-04-20\"\n{}",
+            d1_section()
+        );
+        fs::write(work.path().join("wrangler.toml"), config).expect("write wrangler.toml");
+        let started = Instant::now();
+        let out = Command::new(root().join("node_modules/.bin/wrangler"))
+            .current_dir(work.path())
+            .args([
+                "d1",
+                "migrations",
+                "apply",
+                "DB",
+                "--local",
+                "--persist-to",
+                "state",
+            ])
+            .env("WRANGLER_SEND_METRICS", "false")
+            .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+            .env("XDG_CONFIG_HOME", work.path())
+            .env("CI", "1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run wrangler d1 migrations apply");
+        assert!(
+            out.status.success(),
+            "wrangler d1 migrations apply failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!(
+            "support: D1 migrations applied in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        // Another test process may have made it meanwhile: either copy will do.
+        let made = work.keep();
+        if fs::rename(&made, &template).is_err() {
+            let _ = fs::remove_dir_all(&made);
+        }
+        template.join("state")
+    })
+}
+
+/// The `[[d1_databases]]` table of a test worker's config.
+fn d1_section() -> String {
+    format!(
+        "\n[[d1_databases]]\nbinding = \"DB\"\ndatabase_name = \"tally\"\n\
+         database_id = \"{TEST_DATABASE_ID}\"\nmigrations_dir = \"{}\"\n",
+        root().join("migrations").display()
+    )
+}
+
+/// Copies the folder `from` into `to`, recursively.
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).expect("create a folder");
+    for entry in fs::read_dir(from).expect("read a folder") {
+        let entry = entry.expect("a folder entry");
+        let target = to.join(entry.file_name());
+        if entry.path().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs::copy(entry.path(), &target).expect("copy a file");
+        }
+    }
+}
+
 impl Worker {
-    /// Starts `wrangler dev` on the bundle in `build/`, pointing at `gateway_url`.
-    /// `vars` add to or override the defaults (`NAME`, value).
+    /// Starts `wrangler dev` on the bundle in `build/`, pointing at
+    /// `gateway_url`, with a fresh D1 database. `vars` add to or override the
+    /// defaults (`NAME`, value).
     pub fn start(gateway_url: &str, vars: &[(&str, &str)]) -> Worker {
+        Self::start_with_record(gateway_url, vars, Record::Fresh)
+    }
+
+    /// [`Worker::start`] with the D1 database `record`.
+    pub fn start_with_record(gateway_url: &str, vars: &[(&str, &str)], record: Record) -> Worker {
+        let started = Instant::now();
         let bundle = root().join("build/index.js");
         assert!(
             bundle.exists(),
@@ -250,8 +403,20 @@ impl Worker {
             bundle.display()
         );
         let dir = tempfile::tempdir().expect("temp dir");
-        fs::write(dir.path().join("wrangler.toml"), wrangler_config(&bundle))
-            .expect("write wrangler.toml");
+        let record = match record {
+            Record::Fresh => {
+                let state = dir.path().join("d1");
+                copy_dir(migrated_template(), &state);
+                Some(state)
+            }
+            Record::At(state) => Some(state),
+            Record::Unbound => None,
+        };
+        fs::write(
+            dir.path().join("wrangler.toml"),
+            wrangler_config(&bundle, record.is_some()),
+        )
+        .expect("write wrangler.toml");
         let mut all: Vec<(String, String)> = [
             ("UPSTASH_REDIS_REST_URL", gateway_url),
             ("UPSTASH_REDIS_REST_TOKEN", GATEWAY_TOKEN),
@@ -270,12 +435,17 @@ impl Worker {
 
         let port = free_port();
         let log = fs::File::create(dir.path().join("wrangler.log")).expect("log file");
+        let mut command = Command::new(root().join("node_modules/.bin/wrangler"));
+        command
+            .current_dir(dir.path())
+            .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--inspector-port", &free_port().to_string()])
+            .args(["--test-scheduled", "--log-level", "warn"]);
+        if let Some(state) = &record {
+            command.arg("--persist-to").arg(state);
+        }
         let process = Group::spawn(
-            Command::new(root().join("node_modules/.bin/wrangler"))
-                .current_dir(dir.path())
-                .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--inspector-port", &free_port().to_string()])
-                .args(["--log-level", "warn"])
+            command
                 .env("WRANGLER_SEND_METRICS", "false")
                 .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
                 .env("XDG_CONFIG_HOME", dir.path())
@@ -285,10 +455,31 @@ impl Worker {
         let worker = Worker {
             port,
             dir,
+            record,
             process: Some(process),
         };
         worker.wait_until_ready();
+        eprintln!(
+            "support: wrangler dev ready in {:.1} s (D1: {})",
+            started.elapsed().as_secs_f64(),
+            if worker.record.is_some() {
+                "bound"
+            } else {
+                "none"
+            }
+        );
         worker
+    }
+
+    /// The folder its D1 database persists in (`None`: no `DB` binding).
+    pub fn record_dir(&self) -> Option<PathBuf> {
+        self.record.clone()
+    }
+
+    /// Kills `wrangler dev` (its folder, and the D1 database in it, stay
+    /// until the `Worker` is dropped).
+    pub fn stop(&mut self) {
+        self.process.take();
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -323,7 +514,7 @@ impl Worker {
     }
 }
 
-fn wrangler_config(bundle: &Path) -> String {
+fn wrangler_config(bundle: &Path, d1: bool) -> String {
     // The compatibility date is the deployed one, read from the real config.
     let real = fs::read_to_string(root().join("wrangler.toml")).expect("read wrangler.toml");
     let date = real
@@ -331,11 +522,15 @@ fn wrangler_config(bundle: &Path) -> String {
         .find(|l| l.starts_with("compatibility_date"))
         .expect("wrangler.toml sets compatibility_date");
     // The static files, as deployed: served by the platform from assets/.
-    format!(
+    let mut config = format!(
         "name = \"tally-test\"\nmain = \"{}\"\n{date}\n\n[assets]\ndirectory = \"{}\"\nbinding = \"ASSETS\"\n",
         bundle.display(),
         root().join("assets").display()
-    )
+    );
+    if d1 {
+        config.push_str(&d1_section());
+    }
+    config
 }
 
 /// Redis, the gateway and the worker, wired together.
@@ -351,9 +546,13 @@ impl Stack {
     }
 
     pub fn start_with(vars: &[(&str, &str)]) -> Stack {
-        let redis = Redis::start();
+        Self::start_on(Redis::start(), vars, Record::Fresh)
+    }
+
+    /// A stack over `redis`, whose worker has the D1 database `record`.
+    pub fn start_on(redis: Redis, vars: &[(&str, &str)], record: Record) -> Stack {
         let gateway = Gateway::start(&redis.url());
-        let worker = Worker::start(&gateway.url(), vars);
+        let worker = Worker::start_with_record(&gateway.url(), vars, record);
         Stack {
             worker,
             gateway,

@@ -9,6 +9,8 @@
 // workers (a counted view updates trending inside the view script: one script
 // per view), and answers with the same JSON. When a script's KEYS or ARGV
 // change, change the call here too: the benchmark fails on any non-2xx answer.
+// It runs without a system of record: the scripts get their outbox stream key
+// (the same shard as src/outbox.rs picks) and the flag '0', so they append nothing.
 //
 // Routes: GET /healthz, PUT|DELETE /v1/items/{item}/like,
 // POST /v1/items/{item}/views, GET /v1/items/{item}, GET /v1/items?ids=...
@@ -54,6 +56,9 @@ const BOTS = [
   "bingpreview", "embedly", "pingdom", "uptimerobot", "lighthouse",
 ];
 const encoder = new TextEncoder();
+// The outbox's streams (src/outbox.rs SHARDS); the JS worker never appends to them.
+const OUTBOX_SHARDS = 16;
+const OUTBOX_OFF = "0";
 
 class HttpError extends Error {
   constructor(status, code, message, headers = {}) {
@@ -171,11 +176,11 @@ async function like(request, rawItem, s, want) {
   checkItem(s, item);
   const network = await visitorNetwork(request, s, claims, now);
   const [keys, args] = limits(s, claims.sub, network, now);
-  keys.push(itemKey(s, item, "stats"), itemKey(s, item, "likers"), itemKey(s, item, "likers:bits"));
+  keys.push(itemKey(s, item, "stats"), itemKey(s, item, "likers"), itemKey(s, item, "likers:bits"), outboxKey(s, item));
   // Both stores are looked in; a new like goes to the Bitmap only in bitmap mode.
   const bit = userBit(claims.sub);
   const store = s.bitmapMax !== null && bit !== null && bit < s.bitmapMax ? "bits" : "set";
-  args.push(s.registered, claims.sub, bit ?? "", store, want ? 1 : 0);
+  args.push(s.registered, claims.sub, bit ?? "", store, want ? 1 : 0, OUTBOX_OFF, item);
   const answer = await redisCall(() => s.like.exec(keys, args.map(String)));
   const [status, count, reset, likes, liked, changed] = answer;
   if (status === 4) throw unknownItem();
@@ -221,10 +226,11 @@ async function view(request, rawItem, s) {
     keys.push(`${s.prefix}:trending:${name}:${start}`);
     args.push(start + 2 * width);
   }
-  keys.push(itemKey(s, item, "viewers:all"));
+  keys.push(itemKey(s, item, "viewers:all"), outboxKey(s, item));
+  args.push(OUTBOX_OFF);
   if (idempotencyKey !== null) {
     keys.push(`${s.prefix}:idem:{${idempotencyKey}}`);
-    args.push(await fingerprint(item, viewer), IDEMPOTENCY_TTL);
+    args.push(await fingerprint(item, viewer), IDEMPOTENCY_TTL, idempotencyKey);
   }
   const answer = await redisCall(() => s.view.exec(keys, args.map(String)));
   const [status, count, reset, views, counted] = answer;
@@ -425,6 +431,13 @@ function itemId(raw) {
 
 const invalidItem = () => new HttpError(400, "invalid_item", "item ids are 1-200 bytes of A-Z a-z 0-9 . _ ~ - : /");
 const itemKey = (s, item, rest) => `${s.prefix}:{${item}}:${rest}`;
+
+// The item's outbox stream: FNV-1a (32 bit) of the id's bytes modulo 16, as src/outbox.rs.
+function outboxKey(s, item) {
+  let hash = 0x811c9dc5;
+  for (const byte of encoder.encode(item)) hash = Math.imul(hash ^ byte, 0x01000193) >>> 0;
+  return `${s.prefix}:{#outbox:${hash % OUTBOX_SHARDS}}`;
+}
 const rateKey = (s, limiter, now) => `${s.prefix}:rl:{${limiter}}:${now - (now % RATE_WINDOW)}`;
 
 // The two rate-limit keys and five arguments every write script starts with

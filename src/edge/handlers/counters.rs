@@ -36,7 +36,7 @@ pub async fn add(
     });
     let outcome = config
         .engine()
-        .add_to_counter_once(&item, &name, by, idempotency.as_ref())
+        .add_to_counter_once(&item, &name, by, http::now(), idempotency.as_ref())
         .await?;
     let (value, replayed) = match outcome {
         CounterOutcome::Added(value) => (value, false),

@@ -1,15 +1,17 @@
 //! Items: registration, and reads of one item, a batch of items, and trending items.
 
-use worker::{Response, web_sys::Request};
+use worker::{Env, Response, web_sys::Request};
 
 use super::{item_id, snapshot_json};
 use crate::edge::config::Config;
 use crate::edge::error::AppError;
-use crate::edge::{http, identity};
+use crate::edge::{http, identity, record};
 use crate::engine::Window;
 
 /// The most ids one batch read takes.
 const MAX_BATCH: usize = 100;
+/// The longest `who` of a record read: a token's `sub` is at most this long.
+const MAX_WHO_BYTES: usize = 256;
 /// The most items trending lists.
 const MAX_TRENDING: usize = 100;
 
@@ -29,9 +31,35 @@ pub async fn register(
 }
 
 /// `GET /v1/items/{item}`: counts, counters and, with a token, `liked`.
-pub async fn read(req: &Request, config: &Config, raw_item: &str) -> Result<Response, AppError> {
+/// With `?source=record` (API key) the same from the system of record, and
+/// `liked` for the identity `who` when given.
+pub async fn read(
+    req: &Request,
+    env: &Env,
+    config: &Config,
+    raw_item: &str,
+) -> Result<Response, AppError> {
     let now = http::now();
     let item = item_id(raw_item)?;
+    let query = http::query(req)?;
+    let who = http::param(&query, "who");
+    if who.is_some_and(|w| w.is_empty() || w.len() > MAX_WHO_BYTES) {
+        return Err(AppError::InvalidQuery(format!(
+            "who must be an identity of 1-{MAX_WHO_BYTES} bytes"
+        )));
+    }
+    match http::param(&query, "source") {
+        None | Some("live") => {}
+        Some("record") => {
+            let snapshot = record::read(env, req, config, &item, who).await?;
+            return Ok(http::json(200, &snapshot_json(&snapshot))?);
+        }
+        Some(_) => {
+            return Err(AppError::InvalidQuery(
+                "source must be live or record".into(),
+            ));
+        }
+    }
     let who = identity::optional(req, config, now)?;
     let snapshot = config
         .engine()

@@ -1,12 +1,12 @@
 //! `POST /v1/items/{item}/views` and the views series.
 
 use sha2::{Digest, Sha256};
-use worker::{Response, web_sys::Request};
+use worker::{Env, Response, web_sys::Request};
 
 use super::{admitted, idempotency_key, item_id, limited_json};
 use crate::edge::config::Config;
 use crate::edge::error::AppError;
-use crate::edge::{http, identity, metrics};
+use crate::edge::{http, identity, metrics, record};
 use crate::engine::{Bucket, Idempotency, Limiter, ViewOutcome};
 use crate::viewer;
 
@@ -74,7 +74,13 @@ pub async fn record(req: &Request, config: &Config, raw_item: &str) -> Result<Re
 
 /// `GET /v1/items/{item}/views/series?bucket=&from=&to=&metric=`: views per
 /// bucket, or with `metric=unique` distinct viewers per day (`bucket=day` only).
-pub async fn series(req: &Request, config: &Config, raw_item: &str) -> Result<Response, AppError> {
+/// Days older than Redis keeps (400) come from the system of record, if bound.
+pub async fn series(
+    req: &Request,
+    env: &Env,
+    config: &Config,
+    raw_item: &str,
+) -> Result<Response, AppError> {
     let item = item_id(raw_item)?;
     let query = http::query(req)?;
     let param = |name: &str| http::param(&query, name);
@@ -116,7 +122,10 @@ pub async fn series(req: &Request, config: &Config, raw_item: &str) -> Result<Re
         "unique" => return Err(invalid("metric=unique takes bucket=day")),
         _ => return Err(invalid("metric must be views or unique")),
     }
-    let points = config.engine().series(&item, bucket, from, to).await?;
+    let mut points = config.engine().series(&item, bucket, from, to).await?;
+    if bucket == Bucket::Day {
+        record::fill_old_days(env, &item, &mut points, http::now()).await?;
+    }
     let points: Vec<_> = points
         .iter()
         .map(|p| serde_json::json!({"t": p.t, "views": p.views}))

@@ -1,0 +1,923 @@
+//! The system of record (D1): what one outbox batch writes there, and how its
+//! rows read back as an item.
+//!
+//! The reconciliation pass reads a [`Batch`] of outbox events and applies it to
+//! D1 in ONE `DB.batch` (a transaction). This module turns the batch into that
+//! transaction's statements. Each statement is set-based: it takes all its rows
+//! as one JSON parameter (`?1`, read with `json_each`), so a batch of thousands
+//! of events is a handful of statements whatever its size (D1 allows 100 bound
+//! parameters per statement, so never one parameter per row). Every statement
+//! is guarded by the `outbox_state.seq` the pass read (`?2`), and the last one
+//! moves `seq` on and stores the new stream marks: if another pass applied the
+//! batch first, every statement matches nothing and the last changes no row,
+//! which the pass sees. So a batch applies exactly once, however passes overlap
+//! or die.
+//!
+//! Events are aggregated in batch order into segments: likes, views and adds
+//! between two imports or merges sum up (a like and an unlike of one identity
+//! net out); an import (set semantics) or a merge is a barrier, applied where it
+//! stands in the order. This module is pure: no `worker`, tested natively (the
+//! SQL itself on a real SQLite in tests/record_sql.rs).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::engine::{Amount, CounterValue, FLOAT_DIGITS, ItemSnapshot, UniqueViewers};
+use crate::keys::Bucket;
+use crate::outbox::{Batch, Event, Op, SHARDS, StreamId};
+
+/// Every statement's guard: the batch applies only on top of the state it was read against.
+macro_rules! guard {
+    () => {
+        "(SELECT seq FROM outbox_state WHERE id = 1) = ?2"
+    };
+}
+
+/// Reads the state the pass starts from.
+pub const READ_STATE: &str = "SELECT seq, marks FROM outbox_state WHERE id = 1";
+
+/// Adds views and ensures the row of every touched item (rows `{item, views, t}`).
+const ITEMS_ADD: &str = concat!(
+    "INSERT INTO items (item, views, updated_at) ",
+    "SELECT value->>'item', value->>'views', value->>'t' FROM json_each(?1) WHERE ",
+    guard!(),
+    " ON CONFLICT (item) DO UPDATE SET views = views + excluded.views, ",
+    "updated_at = max(updated_at, excluded.updated_at)"
+);
+
+/// Identities that like an item now (rows `{item, who}`).
+const LIKERS_ADD: &str = concat!(
+    "INSERT INTO likers (item, who) ",
+    "SELECT value->>'item', value->>'who' FROM json_each(?1) WHERE ",
+    guard!(),
+    " ON CONFLICT DO NOTHING"
+);
+
+/// Identities that no longer like an item (rows `{item, who}`).
+const LIKERS_REMOVE: &str = concat!(
+    "DELETE FROM likers WHERE ",
+    guard!(),
+    " AND (item, who) IN (SELECT value->>'item', value->>'who' FROM json_each(?1))"
+);
+
+/// Recounts the likes of items (rows: item ids) from their likers: membership
+/// based, so a like the record already holds never counts twice.
+const LIKES_RECOUNT: &str = concat!(
+    "UPDATE items SET likes = likes_base + ",
+    "(SELECT COUNT(*) FROM likers WHERE likers.item = items.item) WHERE ",
+    guard!(),
+    " AND item IN (SELECT value FROM json_each(?1))"
+);
+
+/// Adds views to day buckets (rows `{item, day, views}`).
+const DAYS_ADD: &str = concat!(
+    "INSERT INTO daily_views (item, day, views) ",
+    "SELECT value->>'item', value->>'day', value->>'views' FROM json_each(?1) WHERE ",
+    guard!(),
+    " ON CONFLICT (item, day) DO UPDATE SET views = views + excluded.views"
+);
+
+/// Adds to custom counters (rows `{item, name, int, float, is_float}`).
+const COUNTERS_ADD: &str = concat!(
+    "INSERT INTO counters (item, name, int_value, float_value, is_float) ",
+    "SELECT value->>'item', value->>'name', value->>'int', value->>'float', value->>'is_float' ",
+    "FROM json_each(?1) WHERE ",
+    guard!(),
+    " ON CONFLICT (item, name) DO UPDATE SET int_value = int_value + excluded.int_value, ",
+    "float_value = float_value + excluded.float_value, is_float = max(is_float, excluded.is_float)"
+);
+
+/// Sets imported counts (rows `{item, views, likes_base}`, `null` = keep).
+const IMPORT_SET: &str = concat!(
+    "UPDATE items SET views = coalesce(j.views, items.views), ",
+    "likes_base = coalesce(j.likes_base, items.likes_base) ",
+    "FROM (SELECT value->>'item' AS item, value->>'views' AS views, ",
+    "value->>'likes_base' AS likes_base FROM json_each(?1)) AS j ",
+    "WHERE items.item = j.item AND ",
+    guard!()
+);
+
+/// Sets imported counters (rows `{item, name, int, float, is_float}`).
+const COUNTERS_SET: &str = concat!(
+    "INSERT INTO counters (item, name, int_value, float_value, is_float) ",
+    "SELECT value->>'item', value->>'name', value->>'int', value->>'float', value->>'is_float' ",
+    "FROM json_each(?1) WHERE ",
+    guard!(),
+    " ON CONFLICT (item, name) DO UPDATE SET int_value = excluded.int_value, ",
+    "float_value = excluded.float_value, is_float = excluded.is_float"
+);
+
+/// A merge's likers union (rows `{to, from}`): a liker of both counts once.
+const MERGE_LIKERS: &str = concat!(
+    "INSERT INTO likers (item, who) SELECT j.value->>'to', l.who ",
+    "FROM json_each(?1) AS j JOIN likers AS l ON l.item = j.value->>'from' WHERE ",
+    guard!(),
+    " ON CONFLICT DO NOTHING"
+);
+
+/// A merge's views and imported likes (rows `{to, from}`).
+const MERGE_ITEMS: &str = concat!(
+    "UPDATE items SET views = items.views + f.views, likes_base = items.likes_base + f.likes_base ",
+    "FROM json_each(?1) AS j JOIN items AS f ON f.item = j.value->>'from' ",
+    "WHERE items.item = j.value->>'to' AND ",
+    guard!()
+);
+
+/// A merge's day buckets, summed (rows `{to, from}`).
+const MERGE_DAYS: &str = concat!(
+    "INSERT INTO daily_views (item, day, views) SELECT j.value->>'to', d.day, d.views ",
+    "FROM json_each(?1) AS j JOIN daily_views AS d ON d.item = j.value->>'from' WHERE ",
+    guard!(),
+    " ON CONFLICT (item, day) DO UPDATE SET views = views + excluded.views"
+);
+
+/// A merge's counters, summed (rows `{to, from}`).
+const MERGE_COUNTERS: &str = concat!(
+    "INSERT INTO counters (item, name, int_value, float_value, is_float) ",
+    "SELECT j.value->>'to', c.name, c.int_value, c.float_value, c.is_float ",
+    "FROM json_each(?1) AS j JOIN counters AS c ON c.item = j.value->>'from' WHERE ",
+    guard!(),
+    " ON CONFLICT (item, name) DO UPDATE SET int_value = int_value + excluded.int_value, ",
+    "float_value = float_value + excluded.float_value, is_float = max(is_float, excluded.is_float)"
+);
+
+/// The old items of merges, removed from every table (rows `{to, from}`).
+const MERGE_DELETES: [&str; 4] = [
+    concat!(
+        "DELETE FROM likers WHERE ",
+        guard!(),
+        " AND item IN (SELECT value->>'from' FROM json_each(?1))"
+    ),
+    concat!(
+        "DELETE FROM daily_views WHERE ",
+        guard!(),
+        " AND item IN (SELECT value->>'from' FROM json_each(?1))"
+    ),
+    concat!(
+        "DELETE FROM counters WHERE ",
+        guard!(),
+        " AND item IN (SELECT value->>'from' FROM json_each(?1))"
+    ),
+    concat!(
+        "DELETE FROM items WHERE ",
+        guard!(),
+        " AND item IN (SELECT value->>'from' FROM json_each(?1))"
+    ),
+];
+
+/// The batch's last statement: the new marks (`?1`, a JSON array of
+/// [`SHARDS`] ids) and the next `seq`, only over the `seq` read (`?2`). It
+/// changes one row, or none when another pass applied this batch first.
+const STATE_ADVANCE: &str =
+    "UPDATE outbox_state SET seq = seq + 1, marks = ?1 WHERE id = 1 AND seq = ?2";
+
+/// An item's row (`?1`: the item id).
+pub const READ_ITEM: &str = "SELECT item, likes, likes_base, views FROM items WHERE item = ?1";
+/// An item's counters (`?1`: the item id).
+pub const READ_COUNTERS: &str =
+    "SELECT item, name, int_value, float_value, is_float FROM counters WHERE item = ?1";
+/// Whether an identity likes an item (`?1`: the item id, `?2`: the identity).
+pub const READ_LIKED: &str = "SELECT COUNT(*) AS liked FROM likers WHERE item = ?1 AND who = ?2";
+/// An item's views per day from `?2` to `?3` (day starts, unix seconds).
+pub const READ_DAYS: &str = "SELECT day, views FROM daily_views \
+     WHERE item = ?1 AND day >= ?2 AND day <= ?3 ORDER BY day";
+/// The rows of the items `?1` (a JSON array of ids).
+pub const READ_ITEMS: &str = "SELECT item, likes, likes_base, views FROM items \
+     WHERE item IN (SELECT value FROM json_each(?1))";
+/// The `?1` items checked longest ago (the drift check's sample).
+pub const READ_STALEST: &str =
+    "SELECT item, likes, likes_base, views FROM items ORDER BY checked_at, item LIMIT ?1";
+/// Every liker of the items `?1` (a JSON array of ids), for a repair.
+pub const READ_LIKERS_OF: &str =
+    "SELECT item, who FROM likers WHERE item IN (SELECT value FROM json_each(?1))";
+/// Every counter of the items `?1` (a JSON array of ids), for a repair.
+pub const READ_COUNTERS_OF: &str = "SELECT item, name, int_value, float_value, is_float \
+     FROM counters WHERE item IN (SELECT value FROM json_each(?1))";
+/// Marks the items `?1` (a JSON array of ids) as checked at `?2` (unix seconds).
+pub const MARK_CHECKED: &str =
+    "UPDATE items SET checked_at = ?2 WHERE item IN (SELECT value FROM json_each(?1))";
+
+/// One statement of the batch: its SQL, bound to `?1` = `rows` (JSON text)
+/// and `?2` = the `seq` the pass read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// The SQL text.
+    pub sql: &'static str,
+    /// The rows, as one JSON document.
+    pub rows: String,
+}
+
+/// What applying one batch takes.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    /// The statements, in order; the last one advances `outbox_state`.
+    pub statements: Vec<Statement>,
+    /// Every item whose record the batch changed (for the drift check), sorted.
+    pub touched: Vec<String>,
+    /// The events applied (unreadable entries are skipped, not applied).
+    pub events: usize,
+}
+
+/// The statements that apply `batch` on top of `outbox_state.seq` (bound as
+/// `?2` to each), ending with the one that stores `batch.marks`.
+pub fn plan(batch: &Batch) -> Plan {
+    let mut plan = Plan {
+        events: batch.events.len(),
+        ..Plan::default()
+    };
+    let mut touched = BTreeSet::new();
+    for segment in segments(&batch.events) {
+        segment.push_statements(&mut plan.statements, &mut touched);
+    }
+    plan.statements.push(Statement {
+        sql: STATE_ADVANCE,
+        rows: marks_json(&batch.marks),
+    });
+    plan.touched = touched.into_iter().collect();
+    plan
+}
+
+/// Splits `batch` (read after the marks `after`) into batches of at most
+/// `size` events, in order, each with the marks of what it and the ones before
+/// it cover: applied one after another, they apply exactly `batch`, and a pass
+/// that stops between two leaves marks that skip nothing. An unreadable entry
+/// goes with the first piece whose last event comes after it.
+pub fn split(batch: &Batch, after: &[StreamId; SHARDS], size: usize) -> Vec<Batch> {
+    let size = size.max(1);
+    if batch.events.len() <= size {
+        return vec![batch.clone()];
+    }
+    let mut skipped: Vec<_> = batch.unreadable.iter().filter(|u| u.id.is_some()).collect();
+    skipped.sort_by_key(|u| (u.id, u.shard));
+    let mut skipped = skipped.into_iter().peekable();
+    let pieces = batch.events.len().div_ceil(size);
+    let mut marks = *after;
+    let mut out = Vec::with_capacity(pieces);
+    for (n, chunk) in batch.events.chunks(size).enumerate() {
+        let mut piece = Batch {
+            events: chunk.to_vec(),
+            marks,
+            more: true,
+            ..Batch::default()
+        };
+        if n + 1 == pieces {
+            // The last piece takes every entry left, and the batch's own marks.
+            piece.unreadable = skipped.by_ref().cloned().collect();
+            piece
+                .unreadable
+                .extend(batch.unreadable.iter().filter(|u| u.id.is_none()).cloned());
+            piece.marks = batch.marks;
+            piece.more = batch.more;
+        } else {
+            let end = chunk.last().map(|e| (Some(e.id), e.shard));
+            while let Some(bad) = skipped.next_if(|u| Some((u.id, u.shard)) < end) {
+                piece.unreadable.push(bad.clone());
+            }
+            let covered = chunk.iter().map(|e| (e.shard, e.id)).chain(
+                piece
+                    .unreadable
+                    .iter()
+                    .filter_map(|u| Some((u.shard, u.id?))),
+            );
+            for (shard, id) in covered {
+                piece.marks[shard] = piece.marks[shard].max(id);
+            }
+        }
+        marks = piece.marks;
+        out.push(piece);
+    }
+    out
+}
+
+/// The marks as `outbox_state.marks` stores them: a JSON array of [`SHARDS`] ids.
+pub fn marks_json(marks: &[StreamId; SHARDS]) -> String {
+    Value::from(marks.iter().map(ToString::to_string).collect::<Vec<_>>()).to_string()
+}
+
+/// Reads `outbox_state.marks`: `[]` (nothing applied yet) or [`SHARDS`] ids.
+pub fn parse_marks(text: &str) -> Option<[StreamId; SHARDS]> {
+    let ids: Vec<String> = serde_json::from_str(text).ok()?;
+    let mut marks = [StreamId::ZERO; SHARDS];
+    if ids.is_empty() {
+        return Some(marks);
+    }
+    if ids.len() != SHARDS {
+        return None;
+    }
+    for (mark, id) in marks.iter_mut().zip(&ids) {
+        *mark = StreamId::parse(id)?;
+    }
+    Some(marks)
+}
+
+/// A run of the batch, applied as a unit.
+enum Segment {
+    /// Likes, views and adds, summed.
+    Deltas(Deltas),
+    /// Consecutive imports, folded per item (later values win).
+    Imports(BTreeMap<String, Import>),
+    /// Merges whose items are all distinct (so each old item joins one new one).
+    Merges(Vec<Merge>),
+}
+
+#[derive(Default)]
+struct Deltas {
+    /// Per item: views added and the latest event time.
+    items: BTreeMap<String, (u64, i64)>,
+    /// Per (item, identity): whether it likes the item after the segment.
+    likers: BTreeMap<(String, String), bool>,
+    /// Per (item, UTC day start): views.
+    days: BTreeMap<(String, i64), u64>,
+    /// Per (item, counter): integer sum, float sum, whether any add was a float.
+    counters: BTreeMap<(String, String), (i64, f64, bool)>,
+}
+
+#[derive(Default)]
+struct Import {
+    views: Option<u64>,
+    likes_base: Option<u64>,
+    counters: BTreeMap<String, CounterValue>,
+    t: i64,
+}
+
+struct Merge {
+    to: String,
+    from: String,
+    t: i64,
+}
+
+/// Cuts the events into segments, in order.
+fn segments(events: &[Event]) -> Vec<Segment> {
+    let mut segments: Vec<Segment> = Vec::new();
+    for event in events {
+        let item = event.item.clone();
+        match &event.op {
+            Op::MergedIn { .. } => {}
+            Op::Import {
+                views,
+                likes_base,
+                counters,
+            } => {
+                if !matches!(segments.last(), Some(Segment::Imports(_))) {
+                    segments.push(Segment::Imports(BTreeMap::new()));
+                }
+                if let Some(Segment::Imports(imports)) = segments.last_mut() {
+                    let import = imports.entry(item).or_default();
+                    import.views = views.or(import.views);
+                    import.likes_base = likes_base.or(import.likes_base);
+                    import.counters.extend(counters.clone());
+                    import.t = import.t.max(event.t);
+                }
+            }
+            Op::Merge { from } => {
+                if *from == item {
+                    continue;
+                }
+                let fits = |merges: &Vec<Merge>| {
+                    merges
+                        .iter()
+                        .all(|m| ![&m.to, &m.from].iter().any(|x| **x == item || *x == from))
+                };
+                match segments.last_mut() {
+                    Some(Segment::Merges(merges)) if fits(merges) => {}
+                    _ => segments.push(Segment::Merges(Vec::new())),
+                }
+                if let Some(Segment::Merges(merges)) = segments.last_mut() {
+                    merges.push(Merge {
+                        to: item,
+                        from: from.clone(),
+                        t: event.t,
+                    });
+                }
+            }
+            op => {
+                if !matches!(segments.last(), Some(Segment::Deltas(_))) {
+                    segments.push(Segment::Deltas(Deltas::default()));
+                }
+                if let Some(Segment::Deltas(deltas)) = segments.last_mut() {
+                    deltas.add(event, op);
+                }
+            }
+        }
+    }
+    segments
+}
+
+impl Deltas {
+    fn add(&mut self, event: &Event, op: &Op) {
+        let entry = self.items.entry(event.item.clone()).or_insert((0, event.t));
+        entry.1 = entry.1.max(event.t);
+        match op {
+            Op::Like { who } | Op::Unlike { who } => {
+                let likes = matches!(op, Op::Like { .. });
+                self.likers.insert((event.item.clone(), who.clone()), likes);
+            }
+            Op::View => {
+                entry.0 += 1;
+                *self
+                    .days
+                    .entry((event.item.clone(), Bucket::Day.start(event.t)))
+                    .or_default() += 1;
+            }
+            Op::Add { name, by } => {
+                let sum = self
+                    .counters
+                    .entry((event.item.clone(), name.clone()))
+                    .or_insert((0, 0.0, false));
+                match by {
+                    Amount::Int(n) => sum.0 = sum.0.saturating_add(*n),
+                    Amount::Float(f) => {
+                        sum.1 += f;
+                        sum.2 = true;
+                    }
+                }
+            }
+            Op::Import { .. } | Op::Merge { .. } | Op::MergedIn { .. } => {}
+        }
+    }
+}
+
+impl Segment {
+    fn push_statements(&self, out: &mut Vec<Statement>, touched: &mut BTreeSet<String>) {
+        let mut push = |sql: &'static str, rows: Vec<Value>| {
+            if !rows.is_empty() {
+                out.push(Statement {
+                    sql,
+                    rows: Value::Array(rows).to_string(),
+                });
+            }
+        };
+        match self {
+            Segment::Deltas(d) => {
+                touched.extend(d.items.keys().cloned());
+                push(
+                    ITEMS_ADD,
+                    d.items
+                        .iter()
+                        .map(|(item, (views, t))| json!({"item": item, "views": views, "t": t}))
+                        .collect(),
+                );
+                let likers = |wanted: bool| -> Vec<Value> {
+                    d.likers
+                        .iter()
+                        .filter(|(_, likes)| **likes == wanted)
+                        .map(|((item, who), _)| json!({"item": item, "who": who}))
+                        .collect()
+                };
+                push(LIKERS_ADD, likers(true));
+                push(LIKERS_REMOVE, likers(false));
+                let liked: BTreeSet<&String> = d.likers.keys().map(|(item, _)| item).collect();
+                push(LIKES_RECOUNT, liked.into_iter().map(|i| json!(i)).collect());
+                push(
+                    DAYS_ADD,
+                    d.days
+                        .iter()
+                        .map(|((item, day), views)| json!({"item": item, "day": day, "views": views}))
+                        .collect(),
+                );
+                push(
+                    COUNTERS_ADD,
+                    d.counters
+                        .iter()
+                        .map(|((item, name), (int, float, is_float))| {
+                            json!({"item": item, "name": name, "int": int,
+                                   "float": float, "is_float": i64::from(*is_float)})
+                        })
+                        .collect(),
+                );
+            }
+            Segment::Imports(imports) => {
+                touched.extend(imports.keys().cloned());
+                push(
+                    ITEMS_ADD,
+                    imports
+                        .iter()
+                        .map(|(item, i)| json!({"item": item, "views": 0, "t": i.t}))
+                        .collect(),
+                );
+                push(
+                    IMPORT_SET,
+                    imports
+                        .iter()
+                        .map(|(item, i)| {
+                            json!({"item": item, "views": i.views, "likes_base": i.likes_base})
+                        })
+                        .collect(),
+                );
+                push(
+                    COUNTERS_SET,
+                    imports
+                        .iter()
+                        .flat_map(|(item, i)| {
+                            i.counters.iter().map(move |(name, value)| {
+                                let (int, float, is_float) = match value {
+                                    CounterValue::Int(n) => (*n, 0.0, 0),
+                                    CounterValue::Float(f) => (0, *f, 1),
+                                };
+                                json!({"item": item, "name": name, "int": int,
+                                       "float": float, "is_float": is_float})
+                            })
+                        })
+                        .collect(),
+                );
+                push(
+                    LIKES_RECOUNT,
+                    imports.keys().map(|item| json!(item)).collect(),
+                );
+            }
+            Segment::Merges(merges) => {
+                for m in merges {
+                    touched.insert(m.to.clone());
+                    touched.insert(m.from.clone());
+                }
+                let pairs = || -> Vec<Value> {
+                    merges
+                        .iter()
+                        .map(|m| json!({"to": m.to, "from": m.from}))
+                        .collect()
+                };
+                push(
+                    ITEMS_ADD,
+                    merges
+                        .iter()
+                        .map(|m| json!({"item": m.to, "views": 0, "t": m.t}))
+                        .collect(),
+                );
+                push(MERGE_LIKERS, pairs());
+                push(MERGE_ITEMS, pairs());
+                push(MERGE_DAYS, pairs());
+                push(MERGE_COUNTERS, pairs());
+                for delete in MERGE_DELETES {
+                    push(delete, pairs());
+                }
+                push(LIKES_RECOUNT, merges.iter().map(|m| json!(m.to)).collect());
+            }
+        }
+    }
+}
+
+/// An `items` row as the record's reads select it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ItemRow {
+    /// The item id.
+    pub item: String,
+    /// `likes_base` plus the item's likers.
+    pub likes: i64,
+    /// Likes imported without identities.
+    pub likes_base: i64,
+    /// Counted views.
+    pub views: i64,
+}
+
+/// A `counters` row.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct CounterRow {
+    /// The item id.
+    pub item: String,
+    /// The counter's name.
+    pub name: String,
+    /// The sum of integer adds (and imported integer values).
+    pub int_value: i64,
+    /// The sum of float adds.
+    pub float_value: f64,
+    /// 1 once a float was added: the counter reads `int_value + float_value`.
+    pub is_float: i64,
+}
+
+impl CounterRow {
+    /// The counter's value as a live read shows it: floats to [`FLOAT_DIGITS`]
+    /// digits, and a float sum that is a whole number as an integer, as Redis
+    /// prints one (`HINCRBYFLOAT` of 6.5 and 0.5 reads `7`).
+    pub fn value(&self) -> CounterValue {
+        if self.is_float == 0 {
+            return CounterValue::Int(self.int_value);
+        }
+        let sum = self.int_value as f64 + self.float_value;
+        let rounded: f64 = format!("{:.*e}", FLOAT_DIGITS - 1, sum)
+            .parse()
+            .unwrap_or(sum);
+        if rounded.fract() == 0.0 && rounded.abs() < 1e15 {
+            return CounterValue::Int(rounded as i64);
+        }
+        CounterValue::Float(rounded)
+    }
+}
+
+/// The item as the record holds it, in the live read's shape: unique viewers
+/// are 0 (HyperLogLogs are not in the record); an item the record does not
+/// hold reads as zeros, as a live read of an unknown item does. `liked` is
+/// answered when an identity was asked about.
+pub fn snapshot(
+    item: &str,
+    row: Option<&ItemRow>,
+    counters: &[CounterRow],
+    liked: Option<bool>,
+) -> ItemSnapshot {
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    ItemSnapshot {
+        item: item.to_owned(),
+        likes: row.map_or(0, |r| count(r.likes)),
+        views: row.map_or(0, |r| count(r.views)),
+        unique_viewers: UniqueViewers::default(),
+        counters: counters
+            .iter()
+            .filter(|c| c.item == item)
+            .map(|c| (c.name.clone(), c.value()))
+            .collect(),
+        liked,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: u64, item: &str, t: i64, op: Op) -> Event {
+        Event {
+            shard: 0,
+            id: StreamId { ms: id, seq: 0 },
+            item: item.to_owned(),
+            t,
+            idem: None,
+            op,
+        }
+    }
+
+    fn like(id: u64, item: &str, who: &str) -> Event {
+        event(id, item, 100, Op::Like { who: who.into() })
+    }
+
+    fn unlike(id: u64, item: &str, who: &str) -> Event {
+        event(id, item, 100, Op::Unlike { who: who.into() })
+    }
+
+    fn batch(events: Vec<Event>) -> Batch {
+        let mut marks = [StreamId::ZERO; SHARDS];
+        marks[0] = events.last().map_or(StreamId::ZERO, |e| e.id);
+        Batch {
+            events,
+            marks,
+            ..Batch::default()
+        }
+    }
+
+    fn rows(plan: &Plan, sql: &str) -> Vec<Value> {
+        plan.statements
+            .iter()
+            .filter(|s| s.sql == sql)
+            .map(|s| serde_json::from_str(&s.rows).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_like_then_an_unlike_of_one_identity_nets_out_in_one_segment() {
+        let plan = plan(&batch(vec![
+            like(1, "a", "u1"),
+            unlike(2, "a", "u1"),
+            like(3, "a", "u2"),
+        ]));
+        assert_eq!(
+            rows(&plan, LIKERS_ADD),
+            [json!([{"item": "a", "who": "u2"}])]
+        );
+        assert_eq!(
+            rows(&plan, LIKERS_REMOVE),
+            [json!([{"item": "a", "who": "u1"}])]
+        );
+        assert_eq!(rows(&plan, LIKES_RECOUNT), [json!(["a"])]);
+        assert_eq!(plan.touched, ["a"]);
+        assert_eq!(plan.events, 3);
+    }
+
+    #[test]
+    fn views_sum_per_item_and_per_utc_day() {
+        let day = 86_400;
+        let plan = plan(&batch(vec![
+            event(1, "a", day + 5, Op::View),
+            event(2, "a", day + 6, Op::View),
+            event(3, "a", 2 * day + 1, Op::View),
+        ]));
+        assert_eq!(
+            rows(&plan, ITEMS_ADD),
+            [json!([{"item": "a", "views": 3, "t": 2 * day + 1}])]
+        );
+        assert_eq!(
+            rows(&plan, DAYS_ADD),
+            [json!([
+                {"item": "a", "day": day, "views": 2},
+                {"item": "a", "day": 2 * day, "views": 1}
+            ])]
+        );
+        assert!(rows(&plan, LIKERS_ADD).is_empty(), "no empty statements");
+    }
+
+    #[test]
+    fn counter_adds_sum_integers_and_floats_apart() {
+        let add = |id, by| {
+            event(
+                id,
+                "a",
+                1,
+                Op::Add {
+                    name: "n".into(),
+                    by,
+                },
+            )
+        };
+        let plan = plan(&batch(vec![
+            add(1, Amount::Int(2)),
+            add(2, Amount::Int(3)),
+            add(3, Amount::Float(0.5)),
+        ]));
+        assert_eq!(
+            rows(&plan, COUNTERS_ADD),
+            [json!([{"item": "a", "name": "n", "int": 5, "float": 0.5, "is_float": 1}])]
+        );
+    }
+
+    #[test]
+    fn an_import_is_a_barrier_and_consecutive_imports_fold() {
+        let import = |id, views: Option<u64>, likes_base: Option<u64>| {
+            event(
+                id,
+                "a",
+                7,
+                Op::Import {
+                    views,
+                    likes_base,
+                    counters: BTreeMap::from([("c".to_owned(), CounterValue::Int(id as i64))]),
+                },
+            )
+        };
+        let plan = plan(&batch(vec![
+            event(1, "a", 1, Op::View),
+            import(2, Some(10), None),
+            import(3, None, Some(4)),
+            event(4, "a", 9, Op::View),
+        ]));
+        let sqls: Vec<&str> = plan.statements.iter().map(|s| s.sql).collect();
+        assert_eq!(
+            sqls,
+            [
+                ITEMS_ADD,
+                DAYS_ADD,
+                ITEMS_ADD,
+                IMPORT_SET,
+                COUNTERS_SET,
+                LIKES_RECOUNT,
+                ITEMS_ADD,
+                DAYS_ADD,
+                STATE_ADVANCE
+            ]
+        );
+        assert_eq!(
+            rows(&plan, IMPORT_SET),
+            [json!([{"item": "a", "views": 10, "likes_base": 4}])]
+        );
+        assert_eq!(
+            rows(&plan, COUNTERS_SET),
+            [json!([{"item": "a", "name": "c", "int": 3, "float": 0.0, "is_float": 0}])]
+        );
+    }
+
+    #[test]
+    fn merges_sharing_an_item_go_to_separate_segments() {
+        let merge = |id, to: &str, from: &str| event(id, to, 1, Op::Merge { from: from.into() });
+        let plan = plan(&batch(vec![
+            merge(1, "b", "a"),
+            merge(2, "d", "c"),
+            merge(3, "e", "b"),
+            merge(4, "f", "f"),
+        ]));
+        assert_eq!(
+            rows(&plan, MERGE_LIKERS),
+            [
+                json!([{"to": "b", "from": "a"}, {"to": "d", "from": "c"}]),
+                json!([{"to": "e", "from": "b"}])
+            ]
+        );
+        assert_eq!(plan.touched, ["a", "b", "c", "d", "e"]);
+    }
+
+    #[test]
+    fn a_split_batch_applies_in_pieces_whose_marks_never_skip_an_event() {
+        let mut events = Vec::new();
+        for n in 1..=5u64 {
+            let mut e = like(n, "a", &format!("u{n}"));
+            e.shard = (n % 2) as usize;
+            events.push(e);
+        }
+        let mut whole = batch(events);
+        whole.marks[0] = StreamId { ms: 4, seq: 0 };
+        whole.marks[1] = StreamId { ms: 5, seq: 0 };
+        // Skipped between events 2 and 3: it goes with the piece holding 3.
+        whole.unreadable.push(crate::outbox::Unreadable {
+            shard: 0,
+            id: Some(StreamId { ms: 2, seq: 1 }),
+            reason: "unknown `op`".into(),
+        });
+        let after = [StreamId::ZERO; SHARDS];
+        let pieces = split(&whole, &after, 2);
+        assert_eq!(pieces.len(), 3);
+        let ids = |b: &Batch| b.events.iter().map(|e| e.id.ms).collect::<Vec<_>>();
+        assert_eq!(
+            pieces.iter().map(ids).collect::<Vec<_>>(),
+            [vec![1, 2], vec![3, 4], vec![5]]
+        );
+        assert_eq!(
+            (pieces[0].marks[0].ms, pieces[0].marks[1].ms),
+            (2, 1),
+            "shard 0 up to 2, shard 1 up to 1"
+        );
+        assert_eq!((pieces[1].marks[0].ms, pieces[1].marks[1].ms), (4, 3));
+        assert_eq!(
+            pieces
+                .iter()
+                .map(|p| p.unreadable.len())
+                .collect::<Vec<_>>(),
+            [0, 1, 0]
+        );
+        assert_eq!(pieces[2].marks, whole.marks);
+        assert!(pieces[0].more && pieces[1].more && !pieces[2].more);
+        assert_eq!(split(&whole, &after, 5), vec![whole]);
+    }
+
+    #[test]
+    fn the_last_statement_stores_the_marks() {
+        let plan = plan(&batch(vec![like(42, "a", "u")]));
+        let last = plan.statements.last().unwrap();
+        assert_eq!(last.sql, STATE_ADVANCE);
+        let marks = parse_marks(&last.rows).unwrap();
+        assert_eq!(marks[0], StreamId { ms: 42, seq: 0 });
+        assert_eq!(parse_marks("[]"), Some([StreamId::ZERO; SHARDS]));
+        assert_eq!(parse_marks("[\"1-0\"]"), None);
+        assert_eq!(parse_marks("nope"), None);
+    }
+
+    #[test]
+    fn every_batch_statement_is_guarded_by_the_seq_it_was_read_against() {
+        let all = [
+            ITEMS_ADD,
+            LIKERS_ADD,
+            LIKERS_REMOVE,
+            LIKES_RECOUNT,
+            DAYS_ADD,
+            COUNTERS_ADD,
+            IMPORT_SET,
+            COUNTERS_SET,
+            MERGE_LIKERS,
+            MERGE_ITEMS,
+            MERGE_DAYS,
+            MERGE_COUNTERS,
+        ];
+        for sql in all.iter().chain(&MERGE_DELETES) {
+            assert!(sql.contains(guard!()), "{sql}");
+            assert!(sql.contains("json_each(?1)"), "{sql}");
+        }
+        assert!(STATE_ADVANCE.contains("seq = ?2"));
+    }
+
+    #[test]
+    fn record_rows_read_as_a_snapshot() {
+        let row = ItemRow {
+            item: "a".into(),
+            likes: 3,
+            likes_base: 1,
+            views: 9,
+        };
+        let counters = [
+            CounterRow {
+                item: "a".into(),
+                name: "int".into(),
+                int_value: 5,
+                float_value: 0.0,
+                is_float: 0,
+            },
+            CounterRow {
+                item: "a".into(),
+                name: "f".into(),
+                int_value: 1,
+                float_value: 0.1 + 0.2,
+                is_float: 1,
+            },
+        ];
+        let snap = snapshot("a", Some(&row), &counters, Some(true));
+        assert_eq!((snap.likes, snap.views, snap.liked), (3, 9, Some(true)));
+        assert_eq!(snap.counters["int"], CounterValue::Int(5));
+        assert_eq!(snap.counters["f"], CounterValue::Float(1.3));
+        let whole = CounterRow {
+            float_value: 0.5 + 0.5,
+            ..counters[1].clone()
+        };
+        assert_eq!(
+            whole.value(),
+            CounterValue::Int(2),
+            "Redis prints 2, not 2.0"
+        );
+        let unknown = snapshot("z", None, &[], None);
+        assert_eq!((unknown.likes, unknown.views), (0, 0));
+        assert!(unknown.counters.is_empty());
+    }
+}
