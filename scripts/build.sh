@@ -7,7 +7,13 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
 export WASM_BINDGEN_BIN="${WASM_BINDGEN_BIN:-$(command -v wasm-bindgen)}"
 export WASM_OPT_BIN="$PWD/node_modules/.bin/wasm-opt"
-export ESBUILD_BIN="$PWD/node_modules/.bin/esbuild"
+# The bundle's entry is the worker's own src/edge/entry.js, not worker-build's
+# shim (scripts/esbuild-entry.sh).
+export ESBUILD_BIN="$PWD/scripts/esbuild-entry.sh"
 
 worker-build --release
+if grep -q WorkerEntrypoint build/index.js; then
+  echo "build/index.js still has worker-build's shim: scripts/esbuild-entry.sh was not used" >&2
+  exit 1
+fi
 bash scripts/size.sh build/index_bg.wasm

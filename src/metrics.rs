@@ -890,7 +890,10 @@ fn is_round_trip_label(command: &str, script: &str) -> bool {
 /// KEYS: the metrics hash, the isolate's last applied batch number
 /// ([`crate::keys::Keys::metrics`], [`crate::keys::Keys::metrics_batch`]); ARGV:
 /// [`Batch::args`] or [`Batch::read_only_args`].
-pub static FLUSH: Script = Script::new("metrics_flush", include_str!("metrics/flush.lua"));
+pub static FLUSH: Script = Script::new(
+    "metrics_flush",
+    crate::scripts::minified!(include_str!("metrics/flush.lua")),
+);
 
 /// How long Redis remembers an isolate's last batch number: far longer than an
 /// isolate lives, so a resent batch is always recognised.

@@ -84,17 +84,17 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
 /// One HTTP `POST` of a JSON body: how a [`RestClient`] reaches its endpoint.
 pub trait Transport: Send + Sync {
-    /// Posts `body` (JSON text) to `url` with this `Authorization` value and
-    /// answers the HTTP status and the body's text. Fails with
+    /// Posts `body` (JSON) to `url` with this `Authorization` value and
+    /// answers the HTTP status and the body's bytes. Fails with
     /// [`RestError::Timeout`] when the whole exchange takes longer than
     /// `timeout`, and [`RestError::Transport`] when it cannot be completed.
     fn post<'a>(
         &'a self,
         url: &'a str,
         authorization: &'a str,
-        body: String,
+        body: Vec<u8>,
         timeout: Duration,
-    ) -> BoxFuture<'a, Result<(u16, String), RestError>>;
+    ) -> BoxFuture<'a, Result<(u16, Vec<u8>), RestError>>;
 }
 
 /// [`Transport`] over `reqwest` (native targets: tests, tools, benchmarks).
@@ -110,9 +110,9 @@ impl Transport for ReqwestTransport {
         &'a self,
         url: &'a str,
         authorization: &'a str,
-        body: String,
+        body: Vec<u8>,
         timeout: Duration,
-    ) -> BoxFuture<'a, Result<(u16, String), RestError>> {
+    ) -> BoxFuture<'a, Result<(u16, Vec<u8>), RestError>> {
         Box::pin(async move {
             let response = self
                 .http
@@ -125,8 +125,8 @@ impl Transport for ReqwestTransport {
                 .await
                 .map_err(classify)?;
             let status = response.status().as_u16();
-            let text = response.text().await.map_err(classify)?;
-            Ok((status, text))
+            let bytes = response.bytes().await.map_err(classify)?;
+            Ok((status, bytes.into()))
         })
     }
 }
@@ -281,15 +281,10 @@ impl RestClient {
         script: &Script,
         calls: &[(Vec<String>, Vec<String>)],
     ) -> Result<Vec<Result<Value, RestError>>, RestError> {
-        let batch = |verb: &str, body: &str| -> Vec<Vec<String>> {
+        let batch = |verb, body| -> Vec<_> {
             calls
                 .iter()
-                .map(|(keys, args)| {
-                    script_command(verb, body, keys, args)
-                        .into_iter()
-                        .map(Cow::into_owned)
-                        .collect()
-                })
+                .map(|(keys, args)| script_command(verb, body, keys, args))
                 .collect()
         };
         let first = self
@@ -338,52 +333,184 @@ impl RestClient {
     }
 
     async fn post_command<T: serde::Serialize>(&self, args: &[T]) -> Result<Value, RestError> {
-        let (status, body) = self.post(&self.url, &args).await?;
-        if status != 200 {
-            return Err(status_error(status, &body));
-        }
-        entry(body)
+        let (status, text) = self.post(&self.url, &args).await?;
+        answer::<Reply>(status, &text)?.into_result()
     }
 
-    async fn post_pipeline(
+    async fn post_pipeline<C: serde::Serialize>(
         &self,
-        commands: &[Vec<String>],
+        commands: &[C],
     ) -> Result<Vec<Result<Value, RestError>>, RestError> {
-        let (status, body) = self.post(&self.pipeline_url, &commands).await?;
-        if status != 200 {
-            return Err(status_error(status, &body));
-        }
-        let Value::Array(entries) = body else {
-            return Err(RestError::Decode(
-                "a pipeline answer must be an array".into(),
-            ));
-        };
-        if entries.len() != commands.len() {
+        let (status, text) = self.post(&self.pipeline_url, &commands).await?;
+        let replies = answer::<Vec<Reply>>(status, &text)?;
+        if replies.len() != commands.len() {
             return Err(RestError::Decode(format!(
                 "{} answers to {} commands",
-                entries.len(),
+                replies.len(),
                 commands.len()
             )));
         }
-        Ok(entries.into_iter().map(entry).collect())
+        Ok(replies.into_iter().map(Reply::into_result).collect())
     }
 
     async fn post<B: serde::Serialize + ?Sized>(
         &self,
         url: &str,
         body: &B,
-    ) -> Result<(u16, Value), RestError> {
-        let body = serde_json::to_string(body).map_err(|e| RestError::Transport(e.to_string()))?;
-        let (status, text) = self
+    ) -> Result<(u16, String), RestError> {
+        let body = serde_json::to_vec(body).map_err(|e| RestError::Transport(e.to_string()))?;
+        let (status, bytes) = self
             .transport
             .post(url, &self.authorization, body, self.timeout)
             .await?;
-        match serde_json::from_str::<Value>(&text) {
-            Ok(body) => Ok((status, body)),
-            // A non-JSON error page (a proxy's 502, say) is still a status error.
-            Err(_) if status != 200 => Err(RestError::Status(status)),
-            Err(e) => Err(RestError::Decode(e.to_string())),
+        // Answers are JSON, so UTF-8; anything else is read as a text decoder would.
+        let text = String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        Ok((status, text))
+    }
+}
+
+/// One `{"result": …}` or `{"error": "…"}` (or, not being an object, neither),
+/// read straight into place: no map is built for the envelope.
+#[derive(Debug, Default)]
+struct Reply {
+    object: bool,
+    /// `Some(Value::Null)` for `"result": null` (a Redis nil); `None` when absent.
+    result: Option<Value>,
+    error: Option<Value>,
+}
+
+impl Reply {
+    fn into_result(self) -> Result<Value, RestError> {
+        if !self.object {
+            return Err(RestError::Decode("an answer must be an object".into()));
         }
+        if let Some(error) = self.error {
+            return Err(RestError::Redis(
+                error.as_str().unwrap_or("unknown error").to_owned(),
+            ));
+        }
+        self.result
+            .ok_or_else(|| RestError::Decode("no result field".into()))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Reply {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ReplyVisitor)
+    }
+}
+
+/// Reads an object's `result` and `error`; anything else is a [`Reply`] that is no object.
+struct ReplyVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ReplyVisitor {
+    type Value = Reply;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a REST answer")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Reply, A::Error> {
+        let mut reply = Reply {
+            object: true,
+            ..Reply::default()
+        };
+        // A repeated key keeps its last value, as a JSON object read whole would.
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Result => reply.result = Some(map.next_value()?),
+                Key::Error => reply.error = Some(map.next_value()?),
+                Key::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(reply)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Reply, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(Reply::default())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Reply, E> {
+        Ok(Reply::default())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Reply, E> {
+        Ok(Reply::default())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Reply, E> {
+        Ok(Reply::default())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Reply, E> {
+        Ok(Reply::default())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Reply, E> {
+        Ok(Reply::default())
+    }
+
+    fn visit_unit<E>(self) -> Result<Reply, E> {
+        Ok(Reply::default())
+    }
+}
+
+/// A key of a [`Reply`]: told apart without allocating it.
+enum Key {
+    Result,
+    Error,
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl serde::de::Visitor<'_> for KeyVisitor {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Key, E> {
+        Ok(match key {
+            "result" => Key::Result,
+            "error" => Key::Error,
+            _ => Key::Other,
+        })
+    }
+}
+
+/// The answer `text` with HTTP `status`, read as `T` when the status is 200.
+fn answer<T: serde::de::DeserializeOwned>(status: u16, text: &str) -> Result<T, RestError> {
+    if status != 200 {
+        return Err(status_error(status, text));
+    }
+    serde_json::from_str(text).map_err(|e| RestError::Decode(e.to_string()))
+}
+
+/// A non-200 answer: 400 with `{"error"}` is Redis refusing the command;
+/// anything else (a proxy's HTML error page, say) is the status.
+fn status_error(status: u16, text: &str) -> RestError {
+    let refused = (status == 400)
+        .then(|| serde_json::from_str::<Reply>(text).ok())
+        .flatten()
+        .and_then(|reply| match reply.error {
+            Some(Value::String(message)) => Some(message),
+            _ => None,
+        });
+    match refused {
+        Some(message) => RestError::Redis(message),
+        None => RestError::Status(status),
     }
 }
 
@@ -402,29 +529,6 @@ fn script_command<'a>(
     command.extend(keys.iter().map(|key| Cow::Borrowed(key.as_str())));
     command.extend(args.iter().map(|arg| Cow::Borrowed(arg.as_str())));
     command
-}
-
-/// One `{"result": …}` or `{"error": "…"}`.
-fn entry(body: Value) -> Result<Value, RestError> {
-    let Value::Object(mut object) = body else {
-        return Err(RestError::Decode("an answer must be an object".into()));
-    };
-    if let Some(error) = object.remove("error") {
-        return Err(RestError::Redis(
-            error.as_str().unwrap_or("unknown error").to_owned(),
-        ));
-    }
-    object
-        .remove("result")
-        .ok_or_else(|| RestError::Decode("no result field".into()))
-}
-
-/// A non-200 answer: 400 with `{"error"}` is Redis refusing the command.
-fn status_error(status: u16, body: &Value) -> RestError {
-    match body.get("error").and_then(Value::as_str) {
-        Some(message) if status == 400 => RestError::Redis(message.to_owned()),
-        _ => RestError::Status(status),
-    }
 }
 
 #[cfg(test)]
@@ -455,12 +559,80 @@ mod tests {
 
     #[test]
     fn a_400_with_an_error_is_a_redis_error_and_other_statuses_are_not() {
-        let body = serde_json::json!({"error": "ERR wrong"});
+        let body = r#"{"error": "ERR wrong"}"#;
         assert_eq!(
-            status_error(400, &body),
+            status_error(400, body),
             RestError::Redis("ERR wrong".into())
         );
-        assert_eq!(status_error(503, &body), RestError::Status(503));
-        assert_eq!(status_error(401, &Value::Null), RestError::Status(401));
+        assert_eq!(status_error(503, body), RestError::Status(503));
+        assert_eq!(status_error(401, "null"), RestError::Status(401));
+        assert_eq!(
+            status_error(400, "<html>Bad Request</html>"),
+            RestError::Status(400)
+        );
+    }
+
+    fn reply(text: &str) -> Result<Value, RestError> {
+        answer::<Reply>(200, text).and_then(Reply::into_result)
+    }
+
+    #[test]
+    fn a_reply_is_its_result_or_its_error() {
+        assert_eq!(
+            reply(r#"{"result": [1, "a"]}"#),
+            Ok(serde_json::json!([1, "a"]))
+        );
+        assert_eq!(
+            reply(r#"{"result": "OK", "x": {"y": 1}}"#),
+            Ok(Value::from("OK"))
+        );
+        // A Redis nil is a result, not a missing one.
+        assert_eq!(reply(r#"{"result": null}"#), Ok(Value::Null));
+        assert_eq!(
+            reply(r#"{"result": 1, "error": "ERR no"}"#),
+            Err(RestError::Redis("ERR no".into()))
+        );
+        assert_eq!(
+            reply(r#"{"error": 7}"#),
+            Err(RestError::Redis("unknown error".into()))
+        );
+        assert_eq!(reply(r#"{"result": 1, "result": 2}"#), Ok(Value::from(2)));
+    }
+
+    #[test]
+    fn a_reply_that_is_no_object_or_has_no_result_is_undecodable() {
+        for text in ["[1]", "\"OK\"", "3", "null", "{}", r#"{"res\u0075lt2": 1}"#] {
+            assert!(
+                matches!(reply(text), Err(RestError::Decode(_))),
+                "{text}: {:?}",
+                reply(text)
+            );
+        }
+        assert!(matches!(
+            answer::<Reply>(200, "not json"),
+            Err(RestError::Decode(_))
+        ));
+        // An escaped key is still the key.
+        assert_eq!(reply(r#"{"res\u0075lt": 5}"#), Ok(Value::from(5)));
+    }
+
+    #[test]
+    fn a_pipeline_answer_keeps_each_entry_apart() {
+        let replies =
+            answer::<Vec<Reply>>(200, r#"[{"result": 1}, 2, {"error": "ERR x"}]"#).map(|replies| {
+                replies
+                    .into_iter()
+                    .map(Reply::into_result)
+                    .collect::<Vec<_>>()
+            });
+        let replies = replies.unwrap_or_default();
+        assert_eq!(replies.len(), 3);
+        assert_eq!(replies[0], Ok(Value::from(1)));
+        assert!(matches!(replies[1], Err(RestError::Decode(_))));
+        assert_eq!(replies[2], Err(RestError::Redis("ERR x".into())));
+        assert!(matches!(
+            answer::<Vec<Reply>>(200, r#"{"result": 1}"#),
+            Err(RestError::Decode(_))
+        ));
     }
 }

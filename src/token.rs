@@ -4,6 +4,8 @@
 //! token cannot choose how it is checked), the signature is compared in
 //! constant time before the claims are read, and `exp` is required.
 
+use std::cell::RefCell;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
@@ -127,9 +129,30 @@ pub fn sign(claims: &Claims, secret: &[u8]) -> String {
 }
 
 /// HMAC-SHA256 keyed with `secret` (also keys the viewer hashes in [`crate::viewer`]).
+///
+/// Keying hashes two blocks; a worker keys with the same secret on every
+/// request, so the keyed state is kept (per thread: one, in an isolate) and
+/// copied for the next call with that secret.
 pub(crate) fn keyed(secret: &[u8]) -> HmacSha256 {
+    thread_local! {
+        static LAST: RefCell<Option<(Vec<u8>, HmacSha256)>> = const { RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        if let Some((key, mac)) = &*last.borrow()
+            && key.as_slice() == secret
+        {
+            return mac.clone();
+        }
+        let mac = keyed_afresh(secret);
+        *last.borrow_mut() = Some((secret.to_vec(), mac.clone()));
+        mac
+    })
+}
+
+/// HMAC-SHA256 keyed with `key`, computed every time (for keys that change, such as salts).
+pub(crate) fn keyed_afresh(key: &[u8]) -> HmacSha256 {
     // HMAC takes keys of any length, so this cannot fail.
-    <HmacSha256 as KeyInit>::new_from_slice(secret).unwrap_or_else(|_| unreachable!())
+    <HmacSha256 as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
 }
 
 fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, TokenError> {
@@ -206,6 +229,29 @@ mod tests {
             b"another secret",
         );
         assert_eq!(verify(&token, SECRET, NOW), Err(TokenError::Signature));
+    }
+
+    #[test]
+    fn a_kept_key_never_verifies_a_token_of_another_secret() {
+        let claims = Claims {
+            sub: "u".into(),
+            exp: NOW + 60,
+            count_views: true,
+        };
+        let ours = sign(&claims, SECRET);
+        let theirs = sign(&claims, b"another secret");
+        for _ in 0..2 {
+            assert_eq!(verify(&ours, SECRET, NOW).as_ref(), Ok(&claims));
+            assert_eq!(verify(&theirs, SECRET, NOW), Err(TokenError::Signature));
+            assert_eq!(
+                verify(&ours, b"another secret", NOW),
+                Err(TokenError::Signature)
+            );
+            assert_eq!(
+                verify(&theirs, b"another secret", NOW).as_ref(),
+                Ok(&claims)
+            );
+        }
     }
 
     #[test]

@@ -81,6 +81,22 @@ pub enum AppError {
     Internal(String),
 }
 
+/// `{"error": {"code": …, "message": …}}`, written straight from these fields.
+#[derive(serde::Serialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+/// In the order a JSON object read whole would write them (sorted): the same bytes.
+#[derive(serde::Serialize)]
+struct ErrorDetail {
+    code: &'static str,
+    /// An import's bad line, when one is to blame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    line: Option<usize>,
+    message: String,
+}
+
 impl From<worker::Error> for AppError {
     fn from(error: worker::Error) -> Self {
         AppError::Internal(error.to_string())
@@ -143,13 +159,17 @@ impl AppError {
             AppError::Internal(detail) => console_error!("internal error: {detail}"),
             _ => {}
         }
-        let mut body = serde_json::json!({"error": {"code": code, "message": self.to_string()}});
-        if let AppError::InvalidImport {
-            line: Some(line), ..
-        } = &self
-        {
-            body["error"]["line"] = (*line).into();
-        }
+        let line = match &self {
+            AppError::InvalidImport { line, .. } => *line,
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                line,
+                message: self.to_string(),
+            },
+        };
         let mut response = super::http::json(status, &body)?;
         let headers = response.headers_mut();
         match &self {

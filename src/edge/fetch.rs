@@ -1,14 +1,28 @@
 //! The REST client's transport in the worker: the runtime's own `fetch`, so the
 //! wasm carries no HTTP client (natively, `rest` uses `reqwest`).
+//!
+//! The request, its status and its body are one JavaScript promise
+//! (`fetch.js`): every promise awaited from Rust costs a pair of closures, a
+//! wake-up and a poll, and every call into JavaScript a crossing. Bodies cross
+//! as bytes both ways: no string is decoded into JavaScript or encoded back.
 
 use std::time::Duration;
 
-use worker::js_sys;
-use worker::wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen::prelude::wasm_bindgen;
+use worker::js_sys::{Promise, Uint8Array};
+use worker::wasm_bindgen::JsCast;
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::web_sys::{AbortSignal, Headers, RequestInit, Response, WorkerGlobalScope};
 
 use crate::rest::{BoxFuture, RestError, Transport};
+
+#[wasm_bindgen(module = "/src/edge/fetch.js")]
+extern "C" {
+    /// `fetch` with `AbortSignal.timeout(millis)`: the status (2 bytes, big
+    /// endian) then the body, or a rejection with null (timed out) or the
+    /// failure's message.
+    #[wasm_bindgen(js_name = post)]
+    fn post_js(url: &str, authorization: &str, body: &[u8], millis: u32) -> Promise;
+}
 
 /// `fetch` with an `AbortSignal.timeout`: a request that outlives its timeout,
 /// body included, is aborted and answers [`RestError::Timeout`].
@@ -20,55 +34,27 @@ impl Transport for FetchTransport {
         &'a self,
         url: &'a str,
         authorization: &'a str,
-        body: String,
+        body: Vec<u8>,
         timeout: Duration,
-    ) -> BoxFuture<'a, Result<(u16, String), RestError>> {
-        Box::pin(post(url, authorization, body, timeout))
+    ) -> BoxFuture<'a, Result<(u16, Vec<u8>), RestError>> {
+        let millis = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
+        let answer = JsFuture::from(post_js(url, authorization, &body, millis));
+        Box::pin(async move {
+            let answer = answer.await.map_err(|error| match error.as_string() {
+                Some(message) => RestError::Transport(message),
+                None if error.is_null() => RestError::Timeout,
+                None => RestError::Transport("fetch failed".to_owned()),
+            })?;
+            split_status(answer.unchecked_into::<Uint8Array>().to_vec())
+        })
     }
 }
 
-async fn post(
-    url: &str,
-    authorization: &str,
-    body: String,
-    timeout: Duration,
-) -> Result<(u16, String), RestError> {
-    let millis = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
-    let signal = AbortSignal::timeout_with_u32(millis);
-    let failed = |error: JsValue| failure(&signal, &error);
-    let headers = Headers::new().map_err(failed)?;
-    headers
-        .set("Authorization", authorization)
-        .map_err(failed)?;
-    headers
-        .set("Content-Type", "application/json")
-        .map_err(failed)?;
-    let init = RequestInit::new();
-    init.set_method("POST");
-    init.set_headers(&headers);
-    init.set_body(&JsValue::from_str(&body));
-    init.set_signal(Some(&signal));
-    let global: WorkerGlobalScope = js_sys::global().unchecked_into();
-    let answer = JsFuture::from(global.fetch_with_str_and_init(url, &init))
-        .await
-        .map_err(failed)?;
-    let response: Response = answer.unchecked_into();
-    let status = response.status();
-    let text = JsFuture::from(response.text().map_err(failed)?)
-        .await
-        .map_err(failed)?;
-    Ok((status, text.as_string().unwrap_or_default()))
-}
-
-/// A timeout when our signal fired, else a transport failure with the runtime's message.
-fn failure(signal: &AbortSignal, error: &JsValue) -> RestError {
-    if signal.aborted() {
-        return RestError::Timeout;
-    }
-    let message = error
-        .dyn_ref::<js_sys::Error>()
-        .map(|e| String::from(e.message()))
-        .or_else(|| error.as_string())
-        .unwrap_or_else(|| "fetch failed".to_owned());
-    RestError::Transport(message)
+/// The status and the body of an answer from `fetch.js` (the body kept in place).
+fn split_status(mut answer: Vec<u8>) -> Result<(u16, Vec<u8>), RestError> {
+    let [high, low, ..] = answer[..] else {
+        return Err(RestError::Transport("fetch answered no status".to_owned()));
+    };
+    answer.drain(..2);
+    Ok((u16::from_be_bytes([high, low]), answer))
 }

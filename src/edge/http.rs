@@ -2,10 +2,11 @@
 //! body limit, the clock.
 
 use serde::Serialize;
+use wasm_bindgen::prelude::wasm_bindgen;
 use worker::js_sys::Uint8Array;
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::web_sys::Request;
-use worker::{Headers, Response};
+use worker::web_sys::{self, Request};
+use worker::{Headers, Response, ResponseBody};
 
 use super::error::AppError;
 use crate::engine::RateStatus;
@@ -13,26 +14,68 @@ use crate::engine::RateStatus;
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 8 * 1024;
 
-/// The name of the rate-limit policy in `RateLimit` and `RateLimit-Policy`.
-const POLICY: &str = "writes";
+// Each call into JavaScript costs a crossing, and each string passed a decode:
+// these do several steps in one (`http.js`).
+#[wasm_bindgen(module = "/src/edge/http.js")]
+extern "C" {
+    /// `Content-Type: application/json` and `Cache-Control: no-store`.
+    #[wasm_bindgen(js_name = jsonHeaders)]
+    fn json_headers() -> web_sys::Headers;
+    /// Sets `RateLimit-Policy` and `RateLimit` (policy "writes", 60 s windows).
+    #[wasm_bindgen(js_name = setRateHeaders)]
+    fn set_rate_headers_js(headers: &web_sys::Headers, limit: f64, remaining: f64, reset: f64);
+    /// `request.headers.get(name)`.
+    #[wasm_bindgen(js_name = header)]
+    fn header_js(request: &Request, name: &str) -> Option<String>;
+    /// `new Response(body, {status, headers})`, the body copied.
+    #[wasm_bindgen(js_name = respond)]
+    fn respond_js(body: &[u8], status: u16, headers: &web_sys::Headers) -> web_sys::Response;
+}
 
 /// A JSON response that no cache may keep (counts are live).
 pub fn json<T: Serialize>(status: u16, body: &T) -> worker::Result<Response> {
-    let mut response = Response::from_json(body)?.with_status(status);
-    response.headers_mut().set("Cache-Control", "no-store")?;
-    Ok(response)
+    let body = serde_json::to_vec(body)?;
+    Ok(Response::from_body(ResponseBody::Body(body))?
+        .with_headers(Headers(json_headers()))
+        .with_status(status))
 }
 
 /// Sets the IETF `RateLimit-Policy` and `RateLimit` fields for `rate`.
 pub fn set_rate_headers(headers: &mut Headers, rate: &RateStatus) -> worker::Result<()> {
-    headers.set(
-        "RateLimit-Policy",
-        &format!("\"{POLICY}\";q={};w=60", rate.limit),
-    )?;
+    // JavaScript numbers are exact up to 2^53 (any sane limit); else spelled here.
+    const EXACT: u64 = 1 << 53;
+    let RateStatus {
+        limit,
+        remaining,
+        reset_seconds,
+    } = *rate;
+    if limit <= EXACT && remaining <= EXACT && reset_seconds <= EXACT {
+        set_rate_headers_js(
+            &headers.0,
+            limit as f64,
+            remaining as f64,
+            reset_seconds as f64,
+        );
+        return Ok(());
+    }
+    headers.set("RateLimit-Policy", &format!("\"writes\";q={limit};w=60"))?;
     headers.set(
         "RateLimit",
-        &format!("\"{POLICY}\";r={};t={}", rate.remaining, rate.reset_seconds),
+        &format!("\"writes\";r={remaining};t={reset_seconds}"),
     )
+}
+
+/// The runtime's `Response` for `response`: one call into JavaScript for a
+/// body in memory, where `web_sys::Response::from` makes six.
+pub fn into_raw(response: Response) -> web_sys::Response {
+    let status = response.status_code();
+    match response.body() {
+        // Statuses that carry no body (which `new Response` refuses one) go the long way.
+        ResponseBody::Body(bytes) if !matches!(status, 101 | 204 | 205 | 304) => {
+            respond_js(bytes, status, &response.headers().0)
+        }
+        _ => response.into(),
+    }
 }
 
 /// The bearer credential of the request, if it sent one.
@@ -52,7 +95,7 @@ pub fn bearer(req: &Request) -> Result<Option<String>, AppError> {
 
 /// A request header, if present and readable.
 pub fn header(req: &Request, name: &str) -> Option<String> {
-    req.headers().get(name).ok().flatten()
+    header_js(req, name)
 }
 
 /// The client's address as Cloudflare reports it.
@@ -129,5 +172,5 @@ pub fn now_ms() -> f64 {
 
 /// The current time in unix seconds.
 pub fn now() -> i64 {
-    (worker::Date::now().as_millis() / 1000) as i64
+    (now_ms() / 1000.0) as i64
 }

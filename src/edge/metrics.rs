@@ -102,22 +102,28 @@ pub fn record(
     started_ms: f64,
 ) {
     let route = route.unwrap_or(UNMATCHED_ROUTE);
-    let took = millis(now_ms() - started_ms);
+    let now = now_ms();
+    let took = millis(now - started_ms);
     count(|m| m.request(route, method, status, took));
     if let Some(config) = config {
-        schedule_flush(ctx, config, flush_interval_ms);
+        schedule_flush(ctx, config, flush_interval_ms, now);
     }
 }
 
-fn schedule_flush(ctx: &Context, config: Rc<Config>, interval: f64) {
-    let pending = OUTBOX.with(|outbox| outbox.borrow().has_pending());
+/// Starts a flush task at `now` (ms) unless one is under way or nothing is
+/// pending. The cheap check first: while a task waits out its interval, the
+/// many requests meanwhile compare no counts and read no clock.
+fn schedule_flush(ctx: &Context, config: Rc<Config>, interval: f64, now: f64) {
     // A task the runtime cancelled never clears its mark; after the lease, another may start.
     let since = FLUSH_TASK_SINCE.get();
-    if !pending || (since > 0.0 && now_ms() - since < FLIGHT_LEASE_MS) {
+    if since > 0.0 && now - since < FLIGHT_LEASE_MS {
         return;
     }
-    FLUSH_TASK_SINCE.set(now_ms());
-    let wait = (NEXT_FLUSH_AT.get() - now_ms()).clamp(0.0, MAX_FLUSH_SECONDS * 1000.0);
+    if !OUTBOX.with(|outbox| outbox.borrow().has_pending()) {
+        return;
+    }
+    FLUSH_TASK_SINCE.set(now);
+    let wait = (NEXT_FLUSH_AT.get() - now).clamp(0.0, MAX_FLUSH_SECONDS * 1000.0);
     ctx.wait_until(async move {
         if wait > 0.0 {
             worker::Delay::from(millis(wait)).await;

@@ -8,6 +8,7 @@
 mod assets;
 mod config;
 mod cors;
+mod entry;
 mod error;
 mod fetch;
 mod handlers;
@@ -27,10 +28,9 @@ use error::AppError;
 use handlers::likes::Want;
 use routes::Route;
 
-/// The worker's fetch entry point. It takes the runtime's request as is: a
-/// `worker::Request` would read every property up front (`cf` included),
-/// each a call into JavaScript, where this reads only what a route needs.
-#[event(fetch)]
+/// The worker's fetch handler (exported by [`entry`]). It takes the runtime's
+/// request as is: a `worker::Request` would read every property up front (`cf`
+/// included), each a call into JavaScript, where this reads only what a route needs.
 async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
     let started = http::now_ms();
     let method = req.method();

@@ -1,0 +1,150 @@
+//! The wasm's `fetch` export: runs [`super::fetch`] without a microtask per step.
+//!
+//! `#[event(fetch)]` hands the handler to `future_to_promise`, whose executor
+//! polls it in a microtask of its own at the start and again after every
+//! promise it awaits: a `queueMicrotask` call into JavaScript and back each
+//! time, and a `Promise` even for an answer that needs no I/O. Here the first
+//! poll runs at once: a request answered without I/O (a 404, a 405, a bad id, a
+//! preflight) returns its `Response` directly. Otherwise the request becomes a
+//! job that is polled again from the callback of the promise it waits on,
+//! which already runs in a microtask, and resolves its `Promise` when done.
+//! Errors and panics behave as under `#[event(fetch)]`: an `Err` is logged and
+//! answers 500; a panic traps the module, which the JavaScript entry
+//! (`entry.js`) notices and reinitialises.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Wake, Waker};
+
+use wasm_bindgen::prelude::wasm_bindgen;
+use worker::js_sys::{Function, Promise};
+use worker::wasm_bindgen::JsValue;
+use worker::web_sys;
+use worker::{Context, Env, Response};
+
+/// A request still waiting on I/O, and how to settle its promise.
+struct Job {
+    future: Pin<Box<dyn Future<Output = JsValue>>>,
+    resolve: Function,
+}
+
+/// The requests waiting on I/O in this isolate (it runs one thread), by id.
+#[derive(Default)]
+struct Jobs {
+    slots: Vec<Option<Job>>,
+    /// Ids of empty slots, reused first.
+    free: Vec<usize>,
+}
+
+thread_local! {
+    static JOBS: RefCell<Jobs> = RefCell::new(Jobs::default());
+    /// The jobs being polled now (one, or more when a poll wakes another job),
+    /// each with whether it was woken meanwhile.
+    static POLLING: RefCell<Vec<(usize, bool)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The runtime's `fetch` handler: a `Response`, or a `Promise` of one.
+#[wasm_bindgen(js_name = fetch)]
+pub fn entry(req: web_sys::Request, env: Env, ctx: worker::worker_sys::Context) -> JsValue {
+    let ctx = Context::new(ctx);
+    let mut future: Pin<Box<dyn Future<Output = JsValue>>> =
+        Box::pin(async move { respond(super::fetch(req, env, ctx).await) });
+    let id = JOBS.with(|jobs| {
+        let mut jobs = jobs.borrow_mut();
+        jobs.free.pop().unwrap_or_else(|| {
+            jobs.slots.push(None);
+            jobs.slots.len() - 1
+        })
+    });
+    let waker = Waker::from(Arc::new(Wakeup(id)));
+    let (polled, woken) = poll(id, &mut future, &waker);
+    if let Poll::Ready(response) = polled {
+        JOBS.with(|jobs| jobs.borrow_mut().free.push(id));
+        return response;
+    }
+    let mut resolver = None;
+    let promise = Promise::new(&mut |resolve, _reject| resolver = Some(resolve));
+    let Some(resolve) = resolver else {
+        // `new Promise` runs its executor before it returns: this does not happen.
+        JOBS.with(|jobs| jobs.borrow_mut().free.push(id));
+        return respond(Err(worker::Error::RustError("no promise resolver".into())));
+    };
+    JOBS.with(|jobs| jobs.borrow_mut().slots[id] = Some(Job { future, resolve }));
+    // A wake-up during the first poll found no job to poll yet.
+    if woken {
+        run(id);
+    }
+    promise.into()
+}
+
+/// The handler's result as the runtime takes it, as `#[event(fetch)]` makes it.
+fn respond(result: worker::Result<Response>) -> JsValue {
+    let response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            worker::console_error!("{error}");
+            match Response::error("INTERNAL SERVER ERROR", 500) {
+                Ok(response) => response,
+                Err(_) => return JsValue::UNDEFINED,
+            }
+        }
+    };
+    super::http::into_raw(response).into()
+}
+
+/// Polls job `id`'s future once; also answers whether it was woken meanwhile.
+fn poll(
+    id: usize,
+    future: &mut Pin<Box<dyn Future<Output = JsValue>>>,
+    waker: &Waker,
+) -> (Poll<JsValue>, bool) {
+    POLLING.with(|polling| polling.borrow_mut().push((id, false)));
+    let polled = future.as_mut().poll(&mut TaskContext::from_waker(waker));
+    let woken = POLLING.with(|polling| polling.borrow_mut().pop().is_some_and(|(_, woken)| woken));
+    (polled, woken)
+}
+
+/// Polls job `id` until it is done, or pending with no wake-up outstanding.
+fn run(id: usize) {
+    let taken = JOBS.with(|jobs| jobs.borrow_mut().slots.get_mut(id).and_then(Option::take));
+    let Some(mut job) = taken else {
+        // Being polled right now (woken from inside a poll), or done and gone.
+        POLLING.with(|polling| {
+            for (polled, woken) in polling.borrow_mut().iter_mut() {
+                *woken |= *polled == id;
+            }
+        });
+        return;
+    };
+    let waker = Waker::from(Arc::new(Wakeup(id)));
+    loop {
+        match poll(id, &mut job.future, &waker) {
+            (Poll::Ready(response), _) => {
+                let _ = job.resolve.call1(&JsValue::UNDEFINED, &response);
+                JOBS.with(|jobs| jobs.borrow_mut().free.push(id));
+                return;
+            }
+            (Poll::Pending, true) => continue,
+            (Poll::Pending, false) => break,
+        }
+    }
+    JOBS.with(|jobs| jobs.borrow_mut().slots[id] = Some(job));
+}
+
+/// Wakes job `id` by polling it at once: wake-ups come from promise callbacks
+/// and timers, which already run on a turn of the event loop of their own. A
+/// waker outliving its job may poll the job that reuses its id: a spurious
+/// poll, which every future allows.
+struct Wakeup(usize);
+
+impl Wake for Wakeup {
+    fn wake(self: Arc<Self>) {
+        run(self.0);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        run(self.0);
+    }
+}
