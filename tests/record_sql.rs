@@ -215,3 +215,25 @@ fn an_import_sets_counts_and_a_merge_folds_the_old_item_into_the_new_one() {
     assert_eq!(answers[2], json!([["new", 259_200, 2]]));
     assert_eq!(answers[3], json!([["new", "c", 11, 0.0, 0]]));
 }
+
+#[test]
+fn the_drift_sample_is_the_touched_items_and_the_stalest_each_once_in_item_order() {
+    let views = ["a", "b", "c", "d", "e"]
+        .iter()
+        .enumerate()
+        .map(|(n, item)| event(n as u64 + 1, item, Op::View))
+        .collect();
+    let plan = record::plan(&batch(views));
+    let mark = record::MARK_CHECKED
+        .replace("?1", r#"'["a","b","c"]'"#)
+        .replace("?2", "100");
+    // Touched: e and c. The two checked longest ago: d and e (never checked).
+    let sample = record::READ_SAMPLE
+        .replace("?1", r#"'["e","c"]'"#)
+        .replace("?2", "2");
+    let (_, answers) = run(&[(&plan, 0)], &[&mark, &sample]);
+    assert_eq!(
+        answers[1],
+        json!([["c", 0, 0, 1], ["d", 0, 0, 1], ["e", 0, 0, 1]])
+    );
+}
