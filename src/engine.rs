@@ -464,7 +464,7 @@ impl Engine {
 
     async fn run_like(&self, call: Call) -> Result<Limited<LikeOutcome>, EngineError> {
         let answer = self.rest.eval(call.script, &call.keys, &call.args).await?;
-        let fields = integers(&answer, 6)?;
+        let fields = integers("script", &answer, 6)?;
         if fields[0] == 4 {
             return Err(EngineError::UnknownItem);
         }
@@ -525,7 +525,7 @@ impl Engine {
         }
 
         let answer = self.rest.eval(&scripts::VIEW, &keys, &args).await?;
-        let fields = integers(&answer, 5)?;
+        let fields = integers("script", &answer, 5)?;
         let rate = self.rate_status(fields[1], fields[2]);
         let views = non_negative(fields[3]);
         let counted = fields[4] == 1;
@@ -813,7 +813,7 @@ impl Engine {
         args.push(MINT_WINDOW_SECONDS.to_string());
         let answer = self.rest.eval(&scripts::RATE_LIMIT, &keys, &args).await?;
         // {admitted, count, limit, reset}: the limit is the one sent.
-        let fields = integers(&answer, 4)?;
+        let fields = integers("script", &answer, 4)?;
         Ok(Limited {
             rate: self.rate_status(fields[1], fields[3]),
             outcome: (fields[0] == 1).then_some(()),
@@ -996,12 +996,14 @@ fn user_bit(who: &str) -> Option<u64> {
     (id < MAX_BITMAP_BITS && id.to_string() == who).then_some(id)
 }
 
-fn integers(answer: &Value, len: usize) -> Result<Vec<i64>, EngineError> {
+/// A script's answer of exactly `len` integers; anything else is
+/// [`EngineError::Unexpected`], named by `what`.
+pub(crate) fn integers(what: &str, answer: &Value, len: usize) -> Result<Vec<i64>, EngineError> {
     answer
         .as_array()
         .filter(|a| a.len() == len)
         .and_then(|a| a.iter().map(as_i64).collect::<Option<Vec<_>>>())
-        .ok_or_else(|| unexpected("script", answer))
+        .ok_or_else(|| unexpected(what, answer))
 }
 
 fn as_i64(value: &Value) -> Option<i64> {
@@ -1020,11 +1022,13 @@ fn as_f64(value: &Value) -> Option<f64> {
     }
 }
 
-fn non_negative(n: i64) -> u64 {
+/// A count as Redis answered it, with a negative one (never written by Tally) read as 0.
+pub(crate) fn non_negative(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 
-fn unexpected(what: &str, value: &Value) -> EngineError {
+/// An answer in a shape the engine does not know, shown (up to 200 bytes) in the error.
+pub(crate) fn unexpected(what: &str, value: &Value) -> EngineError {
     let mut shown = value.to_string();
     shown.truncate(200);
     EngineError::Unexpected(format!("{what}: {shown}"))

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::engine::{CounterValue, Engine, EngineError};
+use crate::engine::{CounterValue, Engine, EngineError, integers, non_negative, unexpected};
 use crate::item::ItemId;
 use crate::outbox::{self, Batch, SHARDS, StreamId};
 use crate::scripts;
@@ -368,24 +368,6 @@ impl Engine {
             .map(|answer| answer.as_u64().ok_or_else(|| unexpected(what, answer)))
             .sum()
     }
-}
-
-fn integers(what: &str, answer: &Value, len: usize) -> Result<Vec<i64>, EngineError> {
-    answer
-        .as_array()
-        .filter(|a| a.len() == len)
-        .and_then(|a| a.iter().map(Value::as_i64).collect::<Option<Vec<_>>>())
-        .ok_or_else(|| unexpected(what, answer))
-}
-
-fn non_negative(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
-}
-
-fn unexpected(what: &str, value: &Value) -> EngineError {
-    let mut shown = value.to_string();
-    shown.truncate(200);
-    EngineError::Unexpected(format!("{what}: {shown}"))
 }
 
 #[cfg(test)]

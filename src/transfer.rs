@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value};
 
 use crate::engine::{
-    Bucket, CounterValue, Engine, EngineError, InvalidRequest, VIEWERS_TTL_SECONDS,
+    Bucket, CounterValue, Engine, EngineError, InvalidRequest, VIEWERS_TTL_SECONDS, unexpected,
 };
 use crate::item::{CounterName, ItemId, ItemPolicy};
 use crate::outbox;
@@ -417,12 +417,6 @@ impl Engine {
 
 fn integers(answer: &Value) -> Option<Vec<i64>> {
     answer.as_array()?.iter().map(Value::as_i64).collect()
-}
-
-fn unexpected(what: &str, answer: &Value) -> EngineError {
-    let mut shown = answer.to_string();
-    shown.truncate(200);
-    EngineError::Unexpected(format!("{what}: {shown}"))
 }
 
 #[cfg(test)]
