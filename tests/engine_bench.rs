@@ -8,9 +8,6 @@
 mod engine_common;
 mod support;
 
-use std::io::{BufWriter, Write};
-use std::process::{Command, Stdio};
-
 use engine_common::{Setup, real_now, unique};
 use tally::engine::{Amount, Bucket, Engine, Idempotency, LikesStore, Settings, Window};
 use tally::item::{CounterName, ItemId};
@@ -30,29 +27,11 @@ fn load_likes(
     store_key: &str,
 ) -> u64 {
     let now = real_now();
-    let sha = setup.load_direct(&tally::scripts::LIKE);
-    let mut cli = Command::new("redis-cli")
-        .args(["-p", &setup.redis.port.to_string(), "--pipe"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("redis-cli");
-    {
-        let mut out = BufWriter::new(cli.stdin.take().unwrap());
-        for i in 0..LIKES {
-            let mut command = engine
-                .like_call(page, &who(i), "bench", now, true)
-                .evalsha();
-            command[1].clone_from(&sha);
-            write!(out, "*{}\r\n", command.len()).unwrap();
-            for arg in &command {
-                write!(out, "${}\r\n{arg}\r\n", arg.len()).unwrap();
-            }
-        }
-    }
-    let output = cli.wait_with_output().unwrap();
-    let summary = String::from_utf8_lossy(&output.stdout);
-    assert!(summary.contains("errors: 0"), "redis-cli --pipe: {summary}");
+    setup.pipe((0..LIKES).map(|i| {
+        engine
+            .like_call(page, &who(i), "bench", now, true)
+            .evalsha()
+    }));
     setup
         .cli(&["MEMORY", "USAGE", store_key, "SAMPLES", "0"])
         .parse()

@@ -30,24 +30,6 @@ fn with_outbox() -> Settings {
     }
 }
 
-/// Every entry of `item`'s outbox stream, parsed; an unreadable one fails the test.
-async fn events(setup: &Setup, item: &ItemId) -> Vec<Event> {
-    let shard = outbox::shard(item);
-    let key = setup.engine.keys().outbox(shard);
-    let answer = setup
-        .engine
-        .rest()
-        .command(&["XRANGE", key.as_str(), "-", "+"])
-        .await
-        .unwrap();
-    answer
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|entry| Event::parse(shard, entry).unwrap())
-        .collect()
-}
-
 fn key(name: &str) -> Idempotency {
     Idempotency {
         key: name.to_owned(),
@@ -79,7 +61,7 @@ async fn a_like_or_unlike_appends_one_event_only_when_it_changed_the_state() {
         engine.unlike(&page, "u2", "u2", 1_004).await.unwrap()
     ));
 
-    let events = events(&setup, &page).await;
+    let events = setup.events(&page).await;
     let seen: Vec<(Op, i64, &str)> = events
         .iter()
         .map(|e| (e.op.clone(), e.t, e.item.as_str()))
@@ -105,7 +87,8 @@ async fn a_like_kept_in_the_bitmap_appends_the_same_event() {
     let page = item(&unique("bits"));
     setup.engine.like(&page, "42", "42", 1_000).await.unwrap();
     setup.engine.unlike(&page, "42", "42", 1_001).await.unwrap();
-    let ops: Vec<Op> = events(&setup, &page)
+    let ops: Vec<Op> = setup
+        .events(&page)
         .await
         .into_iter()
         .map(|e| e.op)
@@ -156,7 +139,7 @@ async fn a_counted_view_appends_one_event_and_a_deduplicated_or_bot_view_none() 
             counted: false
         }
     );
-    let events = events(&setup, &page).await;
+    let events = setup.events(&page).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(
         (&events[0].op, events[0].t, &events[0].idem),
@@ -194,11 +177,12 @@ async fn a_view_event_carries_the_idempotency_key_and_a_replay_or_conflict_appen
         .unwrap();
     assert_eq!(conflict.outcome, Some(ViewOutcome::Conflict));
 
-    let events = events(&setup, &page).await;
+    let events = setup.events(&page).await;
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].idem.as_deref(), Some(idem.key.as_str()));
     assert!(
-        self::events(&setup, &other)
+        setup
+            .events(&other)
             .await
             .iter()
             .all(|e| e.item != other.as_str()),
@@ -247,7 +231,7 @@ async fn a_counter_add_appends_the_kind_and_amount_it_was_applied_as() {
         .unwrap_err();
     assert!(matches!(refused, EngineError::Invalid(_)), "{refused:?}");
 
-    let events = events(&setup, &page).await;
+    let events = setup.events(&page).await;
     let seen: Vec<(Op, i64, Option<String>)> =
         events.into_iter().map(|e| (e.op, e.t, e.idem)).collect();
     let add = |by| Op::Add {
@@ -283,7 +267,7 @@ async fn a_write_over_the_rate_limit_appends_nothing() {
         .await
         .unwrap();
     assert_eq!(view.outcome, None);
-    assert_eq!(events(&setup, &page).await.len(), 1);
+    assert_eq!(setup.events(&page).await.len(), 1);
 }
 
 #[tokio::test]
@@ -308,11 +292,11 @@ async fn a_write_to_an_unknown_item_appends_nothing() {
     ] {
         assert_eq!(error, EngineError::UnknownItem);
     }
-    assert!(events(&setup, &stranger).await.is_empty());
+    assert!(setup.events(&stranger).await.is_empty());
     // Once registered, the same like appends its event.
     engine.register(&stranger, 1_000).await.unwrap();
     engine.like(&stranger, "u1", "u1", 1_001).await.unwrap();
-    assert_eq!(events(&setup, &stranger).await.len(), 1);
+    assert_eq!(setup.events(&stranger).await.len(), 1);
 }
 
 #[tokio::test]
@@ -397,7 +381,7 @@ async fn concurrent_writes_from_many_identities_leave_exactly_their_changes_in_t
         let mut added = 0i64;
         // Per identity, the events alternate like, unlike, like, …
         let mut liked = HashMap::<String, bool>::new();
-        for event in events(&setup, page).await {
+        for event in setup.events(page).await {
             if event.item != page.as_str() {
                 continue;
             }

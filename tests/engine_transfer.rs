@@ -8,7 +8,6 @@ mod engine_common;
 mod support;
 
 use engine_common::{Setup, item, real_now, unique};
-use serde_json::Value;
 use tally::engine::{
     Amount, Bucket, CounterValue, EngineError, InvalidRequest, LikesStore, Settings,
 };
@@ -38,25 +37,6 @@ async fn view(setup: &Setup, page: &ItemId, viewer: &str, now: i64) {
         .view(page, viewer, viewer, now, None, true)
         .await
         .unwrap();
-}
-
-/// The events of `item`'s outbox shard, parsed.
-async fn events(setup: &Setup, item: &ItemId) -> Vec<Event> {
-    let shard = outbox::shard(item);
-    let key = setup.engine.keys().outbox(shard);
-    let answer = setup
-        .engine
-        .rest()
-        .command(&["XRANGE", key.as_str(), "-", "+"])
-        .await
-        .unwrap();
-    let Value::Array(entries) = answer else {
-        panic!("XRANGE answered {answer}");
-    };
-    entries
-        .iter()
-        .map(|e| Event::parse(shard, e).unwrap())
-        .collect()
 }
 
 #[tokio::test]
@@ -403,7 +383,7 @@ async fn with_the_outbox_on_import_and_merge_append_their_events() {
         .unwrap();
     setup.engine.merge(&new, &old, now).await.unwrap();
 
-    let from_shard = events(&setup, &old).await;
+    let from_shard = setup.events(&old).await;
     let mine: Vec<&Event> = from_shard
         .iter()
         .filter(|e| e.item == old.as_str() || e.item == new.as_str())
@@ -431,7 +411,7 @@ async fn with_the_outbox_on_import_and_merge_append_their_events() {
         }
     );
 
-    let to_shard = events(&setup, &new).await;
+    let to_shard = setup.events(&new).await;
     let marker = to_shard
         .iter()
         .find(|e| e.item == new.as_str() && matches!(e.op, Op::MergedIn { .. }))

@@ -10,8 +10,6 @@
 mod engine_common;
 mod support;
 
-use std::io::{BufWriter, Write};
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use engine_common::{Setup, real_now, unique};
@@ -129,34 +127,6 @@ async fn like_throughput_with_the_outbox_off_and_on() {
     );
 }
 
-/// Streams `commands` into Redis with `redis-cli --pipe`. An `EVALSHA` (of
-/// the like script) is sent with the SHA1 of the body Redis holds
-/// ([`Setup::load_direct`]).
-fn pipe(setup: &Setup, commands: impl Iterator<Item = Vec<String>>) {
-    let like = setup.load_direct(&tally::scripts::LIKE);
-    let mut cli = Command::new("redis-cli")
-        .args(["-p", &setup.redis.port.to_string(), "--pipe"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("redis-cli");
-    {
-        let mut out = BufWriter::new(cli.stdin.take().unwrap());
-        for mut command in commands {
-            if command[0] == "EVALSHA" {
-                command[1].clone_from(&like);
-            }
-            write!(out, "*{}\r\n", command.len()).unwrap();
-            for arg in &command {
-                write!(out, "${}\r\n{arg}\r\n", arg.len()).unwrap();
-            }
-        }
-    }
-    let output = cli.wait_with_output().unwrap();
-    let summary = String::from_utf8_lossy(&output.stdout);
-    assert!(summary.contains("errors: 0"), "redis-cli --pipe: {summary}");
-}
-
 /// The bytes `MEMORY USAGE … SAMPLES 0` reports for all the outbox streams.
 fn outbox_bytes(setup: &Setup) -> u64 {
     (0..SHARDS)
@@ -187,7 +157,7 @@ async fn memory_case(name: &str, command: impl Fn(&Engine, u64, i64) -> Vec<Stri
     let engine = &setup.engine;
     let now = real_now();
     let before = used_memory(&setup);
-    pipe(&setup, (0..EVENTS).map(|i| command(engine, i, now)));
+    setup.pipe((0..EVENTS).map(|i| command(engine, i, now)));
     let lag = engine.outbox_lag().await.unwrap();
     assert_eq!(lag, EVENTS, "one event per write");
     let streams = outbox_bytes(&setup);

@@ -4,12 +4,15 @@
 
 #![allow(dead_code, missing_docs, clippy::unwrap_used)]
 
+use std::io::{BufWriter, Write};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tally::engine::{Engine, Settings};
 use tally::item::ItemId;
+use tally::outbox::{self, Event};
 use tally::rest::{RestClient, RestObserver, RoundTrip};
 
 use crate::support::{GATEWAY_TOKEN, Gateway, Redis};
@@ -122,6 +125,53 @@ impl Setup {
         let source = script.source();
         let body = source.split_once('\n').map_or(source, |(_, rest)| rest);
         self.cli(&["SCRIPT", "LOAD", body])
+    }
+
+    /// Streams `commands` into Redis with `redis-cli --pipe` (for benchmarks:
+    /// a million REST round trips would measure the gateway, not the data).
+    /// An `EVALSHA` (of the like script) is sent with the SHA1 of the body
+    /// Redis holds ([`Setup::load_direct`]). Any error fails the test.
+    pub fn pipe(&self, commands: impl Iterator<Item = Vec<String>>) {
+        let like = self.load_direct(&tally::scripts::LIKE);
+        let mut cli = Command::new("redis-cli")
+            .args(["-p", &self.redis.port.to_string(), "--pipe"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("redis-cli");
+        {
+            let mut out = BufWriter::new(cli.stdin.take().unwrap());
+            for mut command in commands {
+                if command[0] == "EVALSHA" {
+                    command[1].clone_from(&like);
+                }
+                write!(out, "*{}\r\n", command.len()).unwrap();
+                for arg in &command {
+                    write!(out, "${}\r\n{arg}\r\n", arg.len()).unwrap();
+                }
+            }
+        }
+        let output = cli.wait_with_output().unwrap();
+        let summary = String::from_utf8_lossy(&output.stdout);
+        assert!(summary.contains("errors: 0"), "redis-cli --pipe: {summary}");
+    }
+
+    /// Every entry of `item`'s outbox stream, parsed; an unreadable one fails the test.
+    pub async fn events(&self, item: &ItemId) -> Vec<Event> {
+        let shard = outbox::shard(item);
+        let key = self.engine.keys().outbox(shard);
+        let answer = self
+            .engine
+            .rest()
+            .command(&["XRANGE", key.as_str(), "-", "+"])
+            .await
+            .unwrap();
+        answer
+            .as_array()
+            .unwrap_or_else(|| panic!("XRANGE answered {answer}"))
+            .iter()
+            .map(|entry| Event::parse(shard, entry).unwrap())
+            .collect()
     }
 
     /// A key of this test's engine, in `redis-cli` form.
