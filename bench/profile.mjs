@@ -13,10 +13,10 @@
 // profile, not throughput with `make bench-api`. Wasm frames carry names only
 // when the bundle kept its name section (bench/profile.sh builds one that does).
 import { spawn } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import net from "node:net";
-import { dirname, resolve } from "node:path";
 import { Miniflare } from "miniflare";
+import { bundleOptions, readVars } from "../scripts/miniflare-bundle.mjs";
 
 const [bundle, varsFile, compatibilityDate, outDir, loadApi, secret, connections, seconds, ...phases] =
   process.argv.slice(2);
@@ -48,11 +48,7 @@ const SUSPECTS = [
   ["garbage collector", /^\(garbage collector\)$/],
 ];
 
-const bindings = {};
-for (const line of readFileSync(varsFile, "utf8").split("\n")) {
-  const at = line.indexOf("=");
-  if (at > 0 && !line.startsWith("#")) bindings[line.slice(0, at).trim()] = line.slice(at + 1);
-}
+const bindings = readVars(varsFile);
 
 const freePort = () =>
   new Promise((resolve, reject) => {
@@ -66,16 +62,7 @@ const freePort = () =>
 
 const inspectorPort = await freePort();
 const mf = new Miniflare({
-  scriptPath: bundle,
-  modules: true,
-  // Module names are paths under this root; workerd refuses ones with "..".
-  modulesRoot: dirname(resolve(bundle)),
-  modulesRules: [
-    { type: "ESModule", include: ["**/*.js", "**/*.mjs"] },
-    { type: "CompiledWasm", include: ["**/*.wasm"] },
-  ],
-  compatibilityDate,
-  bindings,
+  ...bundleOptions(bundle, compatibilityDate, bindings),
   host: "127.0.0.1",
   port: 0,
   inspectorPort,

@@ -15,10 +15,9 @@
 // here to workerd listening (ready_ms), then to the first answer to GET PATH
 // (first_ms: a fresh isolate's first request), then a second GET PATH
 // (second_ms, warm, for comparison); prints one "cold ..." line and exits.
-import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
-import { dirname, resolve } from "node:path";
 import { Miniflare } from "miniflare";
+import { bundleOptions, readVars } from "./miniflare-bundle.mjs";
 
 const [bundle, port, compatibilityDate, varsFile, flag, coldPath] = process.argv.slice(2);
 if (!varsFile || (flag !== undefined && (flag !== "--cold" || !coldPath))) {
@@ -26,25 +25,11 @@ if (!varsFile || (flag !== undefined && (flag !== "--cold" || !coldPath))) {
   process.exit(2);
 }
 
-const bindings = {};
-for (const line of readFileSync(varsFile, "utf8").split("\n")) {
-  const at = line.indexOf("=");
-  if (at > 0 && !line.startsWith("#")) bindings[line.slice(0, at).trim()] = line.slice(at + 1);
-}
+const bindings = readVars(varsFile);
 
 const started = performance.now();
 const mf = new Miniflare({
-  scriptPath: bundle,
-  modules: true,
-  // Module names are paths under this root; workerd refuses ones with "..".
-  modulesRoot: dirname(resolve(bundle)),
-  // worker-build emits an ES module that imports its .wasm as a compiled module.
-  modulesRules: [
-    { type: "ESModule", include: ["**/*.js", "**/*.mjs"] },
-    { type: "CompiledWasm", include: ["**/*.wasm"] },
-  ],
-  compatibilityDate,
-  bindings,
+  ...bundleOptions(bundle, compatibilityDate, bindings),
   host: "127.0.0.1",
   port: Number(port),
 });
