@@ -8,27 +8,28 @@
 //! matched (or when a setup runs the worker first); it is handed to the
 //! `ASSETS` binding if there is one, else it is a `404`.
 
-use worker::web_sys::Request;
-use worker::{Env, Response};
+use worker::Env;
 
 use super::error::AppError;
+use super::http::{self, Incoming, Reply};
 
 /// The binding of the static assets (`[assets] binding` in `wrangler.toml`).
 const BINDING: &str = "ASSETS";
 
 /// `GET /`, `/tally.js` or `/openapi.json` that reached the worker.
-pub async fn serve(req: &Request, env: &Env) -> Result<Response, AppError> {
+pub async fn serve(req: &Incoming, env: &Env) -> Result<Reply, AppError> {
     let Ok(assets) = env.assets(BINDING) else {
         return Err(AppError::NotFound);
     };
     let copy = req
+        .raw()
         .clone()
         .map_err(|_| AppError::Internal("the request could not be copied".into()))?;
     let response = assets.fetch_request(worker::Request::from(copy)).await?;
+    http::now_ms();
     if response.status_code() == 404 {
         return Err(AppError::NotFound);
     }
-    // A fetched response's headers are immutable; CORS adds to a copy.
-    let headers = response.headers().clone();
-    Ok(response.with_headers(headers))
+    // Its headers are immutable: CORS adds to a copy (`Reply::into_raw`).
+    Ok(Reply::runtime(response.into()))
 }

@@ -133,7 +133,7 @@ impl Config {
             &redis_token,
             redis_timeout,
         )
-        .with_clock(http::now_ms);
+        .with_clock(http::clock_ms);
         let engine = Engine::new(unobserved.clone().with_observer(observer), settings);
         Ok(Config {
             jwt_secret,

@@ -1,9 +1,7 @@
 //! CORS for the origins in `ALLOWED_ORIGINS`.
 
-use worker::{Response, web_sys::Request};
-
 use super::error::AppError;
-use super::http;
+use super::http::{Header, Incoming, Reply};
 
 /// Request headers a browser may send.
 const ALLOW_HEADERS: &str = "Authorization, Content-Type, Idempotency-Key";
@@ -11,34 +9,34 @@ const ALLOW_HEADERS: &str = "Authorization, Content-Type, Idempotency-Key";
 const EXPOSE_HEADERS: &str = "RateLimit, RateLimit-Policy, Retry-After";
 
 /// The origin to echo back, if the request has one that is allowed.
-pub fn allowed_origin(req: &Request, allowed: &[String]) -> Option<String> {
-    let origin = http::header(req, "Origin")?;
+pub fn allowed_origin<'r>(req: &'r Incoming, allowed: &[String]) -> Option<&'r str> {
+    let origin = req.header(Header::Origin)?;
     allowed
         .iter()
-        .any(|a| a == "*" || a.eq_ignore_ascii_case(&origin))
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
         .then_some(origin)
 }
 
 /// Answers a preflight: `204` with the CORS grant, or `403` for other origins.
-pub fn preflight(req: &Request, allowed: &[String]) -> Result<Response, AppError> {
-    if http::header(req, "Origin").is_some() && allowed_origin(req, allowed).is_none() {
+pub fn preflight(req: &Incoming, allowed: &[String]) -> Result<Reply, AppError> {
+    if req.header(Header::Origin).is_some() && allowed_origin(req, allowed).is_none() {
         return Err(AppError::OriginNotAllowed);
     }
-    let mut response = Response::empty()?.with_status(204);
-    let headers = response.headers_mut();
-    headers.set(
-        "Access-Control-Allow-Methods",
-        "GET, HEAD, POST, PUT, DELETE, OPTIONS",
-    )?;
-    headers.set("Access-Control-Allow-Headers", ALLOW_HEADERS)?;
-    headers.set("Access-Control-Max-Age", "86400")?;
-    Ok(response)
+    let mut reply = Reply::bytes(204, Vec::new());
+    reply
+        .header(
+            "Access-Control-Allow-Methods",
+            "GET, HEAD, POST, PUT, DELETE, OPTIONS",
+        )
+        .header("Access-Control-Allow-Headers", ALLOW_HEADERS)
+        .header("Access-Control-Max-Age", "86400");
+    Ok(reply)
 }
 
 /// Adds the CORS grant for `origin` to any response.
-pub fn grant(response: &mut Response, origin: &str) -> worker::Result<()> {
-    let headers = response.headers_mut();
-    headers.set("Access-Control-Allow-Origin", origin)?;
-    headers.set("Access-Control-Expose-Headers", EXPOSE_HEADERS)?;
-    headers.append("Vary", "Origin")
+pub fn grant(reply: &mut Reply, origin: &str) {
+    reply
+        .header("Access-Control-Allow-Origin", origin)
+        .header("Access-Control-Expose-Headers", EXPOSE_HEADERS)
+        .header("Vary", "Origin");
 }

@@ -8,9 +8,9 @@
 //! preflight) returns its `Response` directly. Otherwise the request becomes a
 //! job that is polled again from the callback of the promise it waits on,
 //! which already runs in a microtask, and resolves its `Promise` when done.
-//! Errors and panics behave as under `#[event(fetch)]`: an `Err` is logged and
-//! answers 500; a panic traps the module, which the JavaScript entry
-//! (`entry.js`) notices and reinitialises.
+//! The handler always has an answer (errors become their JSON responses in
+//! [`super::fetch`]); a panic traps the module, as under `#[event(fetch)]`,
+//! which the JavaScript entry (`entry.js`) notices and reinitialises.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -22,7 +22,7 @@ use wasm_bindgen::prelude::wasm_bindgen;
 use worker::js_sys::{Function, Promise};
 use worker::wasm_bindgen::JsValue;
 use worker::web_sys;
-use worker::{Context, Env, Response};
+use worker::{Context, Env};
 
 /// A request still waiting on I/O, and how to settle its promise.
 struct Job {
@@ -50,7 +50,7 @@ thread_local! {
 pub fn entry(req: web_sys::Request, env: Env, ctx: worker::worker_sys::Context) -> JsValue {
     let ctx = Context::new(ctx);
     let mut future: Pin<Box<dyn Future<Output = JsValue>>> =
-        Box::pin(async move { respond(super::fetch(req, env, ctx).await) });
+        Box::pin(async move { super::fetch(req, env, ctx).await.into_raw().into() });
     let id = JOBS.with(|jobs| {
         let mut jobs = jobs.borrow_mut();
         jobs.free.pop().unwrap_or_else(|| {
@@ -69,7 +69,8 @@ pub fn entry(req: web_sys::Request, env: Env, ctx: worker::worker_sys::Context) 
     let Some(resolve) = resolver else {
         // `new Promise` runs its executor before it returns: this does not happen.
         JOBS.with(|jobs| jobs.borrow_mut().free.push(id));
-        return respond(Err(worker::Error::RustError("no promise resolver".into())));
+        worker::console_error!("no promise resolver");
+        return super::http::Reply::internal().into_raw().into();
     };
     JOBS.with(|jobs| jobs.borrow_mut().slots[id] = Some(Job { future, resolve }));
     // A wake-up during the first poll found no job to poll yet.
@@ -77,21 +78,6 @@ pub fn entry(req: web_sys::Request, env: Env, ctx: worker::worker_sys::Context) 
         run(id);
     }
     promise.into()
-}
-
-/// The handler's result as the runtime takes it, as `#[event(fetch)]` makes it.
-fn respond(result: worker::Result<Response>) -> JsValue {
-    let response = match result {
-        Ok(response) => response,
-        Err(error) => {
-            worker::console_error!("{error}");
-            match Response::error("INTERNAL SERVER ERROR", 500) {
-                Ok(response) => response,
-                Err(_) => return JsValue::UNDEFINED,
-            }
-        }
-    };
-    super::http::into_raw(response).into()
 }
 
 /// Polls job `id`'s future once; also answers whether it was woken meanwhile.

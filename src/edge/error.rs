@@ -1,6 +1,8 @@
 //! The one place where failures become HTTP responses.
 
-use worker::{Response, console_error};
+use worker::console_error;
+
+use super::http::Reply;
 
 use crate::engine::{EngineError, InvalidRequest, RateStatus};
 use crate::rest::RestError;
@@ -150,7 +152,7 @@ impl AppError {
     }
 
     /// The JSON response this error becomes.
-    pub fn into_response(self) -> worker::Result<Response> {
+    pub fn into_reply(self) -> Reply {
         let (status, code) = self.status_and_code();
         match &self {
             AppError::Backend(detail) => console_error!("backend failure: {detail}"),
@@ -170,17 +172,25 @@ impl AppError {
                 message: self.to_string(),
             },
         };
-        let mut response = super::http::json(status, &body)?;
-        let headers = response.headers_mut();
+        let mut reply = match Reply::json(status, &body) {
+            Ok(reply) => reply,
+            // An error body is a code, a number and a message: this does not happen.
+            Err(_) => Reply::internal(),
+        };
         match &self {
-            AppError::MethodNotAllowed(allow) => headers.set("Allow", allow)?,
-            AppError::Backend(_) | AppError::RecordFailed(_) => headers.set("Retry-After", "1")?,
+            AppError::MethodNotAllowed(allow) => {
+                reply.header("Allow", allow);
+            }
+            AppError::Backend(_) | AppError::RecordFailed(_) => {
+                reply.header("Retry-After", "1");
+            }
             AppError::RateLimited(rate) => {
-                super::http::set_rate_headers(headers, rate)?;
-                headers.set("Retry-After", &rate.reset_seconds.max(1).to_string())?;
+                reply
+                    .rate_headers(rate)
+                    .header("Retry-After", &rate.reset_seconds.max(1).to_string());
             }
             _ => {}
         }
-        Ok(response)
+        reply
     }
 }

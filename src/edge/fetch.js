@@ -5,8 +5,9 @@
 // each. Bodies are bytes: no string is decoded from wasm memory or encoded into it.
 
 /// POSTs `body` (a view of wasm memory, copied here) to `url`; resolves to the
-/// status (2 bytes, big endian) followed by the answer's body; rejects with
-/// null when `millis` ran out first, else with the error's message.
+/// status (2 bytes, big endian), the clock when the answer was read (`Date.now()`,
+/// 8 bytes, little endian) and the answer's body; rejects with null when
+/// `millis` ran out first, else with the error's message.
 export function post(url, authorization, body, millis) {
   const signal = AbortSignal.timeout(millis);
   return fetch(url, {
@@ -17,10 +18,11 @@ export function post(url, authorization, body, millis) {
   })
     .then((response) =>
       response.arrayBuffer().then((buffer) => {
-        const answer = new Uint8Array(buffer.byteLength + 2);
+        const answer = new Uint8Array(buffer.byteLength + 10);
         answer[0] = response.status >> 8;
         answer[1] = response.status & 255;
-        answer.set(new Uint8Array(buffer), 2);
+        new DataView(answer.buffer).setFloat64(2, Date.now(), true);
+        answer.set(new Uint8Array(buffer), 10);
         return answer;
       }),
     )

@@ -13,13 +13,14 @@ use worker::js_sys::{Promise, Uint8Array};
 use worker::wasm_bindgen::JsCast;
 use worker::wasm_bindgen_futures::JsFuture;
 
+use super::http;
 use crate::rest::{BoxFuture, RestError, Transport};
 
 #[wasm_bindgen(module = "/src/edge/fetch.js")]
 extern "C" {
     /// `fetch` with `AbortSignal.timeout(millis)`: the status (2 bytes, big
-    /// endian) then the body, or a rejection with null (timed out) or the
-    /// failure's message.
+    /// endian), the clock when it answered (f64 ms, 8 bytes, little endian),
+    /// then the body; or a rejection with null (timed out) or the failure's message.
     #[wasm_bindgen(js_name = post)]
     fn post_js(url: &str, authorization: &str, body: &[u8], millis: u32) -> Promise;
 }
@@ -45,16 +46,21 @@ impl Transport for FetchTransport {
                 None if error.is_null() => RestError::Timeout,
                 None => RestError::Transport("fetch failed".to_owned()),
             })?;
-            split_status(answer.unchecked_into::<Uint8Array>().to_vec())
+            split_head(answer.unchecked_into::<Uint8Array>().to_vec())
         })
     }
 }
 
-/// The status and the body of an answer from `fetch.js` (the body kept in place).
-fn split_status(mut answer: Vec<u8>) -> Result<(u16, Vec<u8>), RestError> {
-    let [high, low, ..] = answer[..] else {
+/// The status and the body of an answer from `fetch.js` (the body kept in
+/// place); the clock it carries advances the isolate's ([`http::clock_ms`]).
+fn split_head(mut answer: Vec<u8>) -> Result<(u16, Vec<u8>), RestError> {
+    let Some((head, _)) = answer.split_first_chunk::<10>() else {
         return Err(RestError::Transport("fetch answered no status".to_owned()));
     };
-    answer.drain(..2);
-    Ok((u16::from_be_bytes([high, low]), answer))
+    let status = u16::from_be_bytes([head[0], head[1]]);
+    let mut clock = [0; 8];
+    clock.copy_from_slice(&head[2..]);
+    http::advance_clock(f64::from_le_bytes(clock));
+    answer.drain(..10);
+    Ok((status, answer))
 }

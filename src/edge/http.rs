@@ -1,12 +1,13 @@
 //! Small HTTP helpers shared by the handlers: JSON responses, headers, the
 //! body limit, the clock.
 
+use std::cell::Cell;
+
 use serde::Serialize;
 use wasm_bindgen::prelude::wasm_bindgen;
 use worker::js_sys::Uint8Array;
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::web_sys::{self, Request};
-use worker::{Headers, Response, ResponseBody};
 
 use super::error::AppError;
 use crate::engine::RateStatus;
@@ -15,77 +16,202 @@ use crate::engine::RateStatus;
 pub const MAX_BODY_BYTES: usize = 8 * 1024;
 
 // Each call into JavaScript costs a crossing, and each string passed a decode:
-// these do several steps in one (`http.js`).
+// a request's head comes in with one call and a response goes out with one (`http.js`).
 #[wasm_bindgen(module = "/src/edge/http.js")]
 extern "C" {
-    /// `Content-Type: application/json` and `Cache-Control: no-store`.
-    #[wasm_bindgen(js_name = jsonHeaders)]
-    fn json_headers() -> web_sys::Headers;
-    /// Sets `RateLimit-Policy` and `RateLimit` (policy "writes", 60 s windows).
-    #[wasm_bindgen(js_name = setRateHeaders)]
-    fn set_rate_headers_js(headers: &web_sys::Headers, limit: f64, remaining: f64, reset: f64);
-    /// `request.headers.get(name)`.
-    #[wasm_bindgen(js_name = header)]
-    fn header_js(request: &Request, name: &str) -> Option<String>;
+    /// The clock, method, URL and the headers of [`Header`], "\n"-joined.
+    #[wasm_bindgen(js_name = head)]
+    fn head_js(request: &Request) -> String;
     /// `new Response(body, {status, headers})`, the body copied.
     #[wasm_bindgen(js_name = respond)]
-    fn respond_js(body: &[u8], status: u16, headers: &web_sys::Headers) -> web_sys::Response;
+    fn respond_js(body: &[u8], status: u16, json: bool, extra: &str) -> web_sys::Response;
+    /// A copy of the runtime's `response` with `extra` headers appended.
+    #[wasm_bindgen(js_name = withHeaders)]
+    fn with_headers_js(response: &web_sys::Response, extra: &str) -> web_sys::Response;
 }
 
-/// A JSON response that no cache may keep (counts are live).
-pub fn json<T: Serialize>(status: u16, body: &T) -> worker::Result<Response> {
-    let body = serde_json::to_vec(body)?;
-    Ok(Response::from_body(ResponseBody::Body(body))?
-        .with_headers(Headers(json_headers()))
-        .with_status(status))
+/// The request headers the worker reads, in the order `http.js` sends them.
+#[derive(Debug, Clone, Copy)]
+pub enum Header {
+    /// `Origin`: CORS.
+    Origin,
+    /// `Authorization`: identity tokens and the API key.
+    Authorization,
+    /// `Content-Length`: refused early when over a route's limit.
+    ContentLength,
+    /// `CF-Connecting-IP`: the client's address, as Cloudflare reports it.
+    ConnectingIp,
+    /// `Idempotency-Key`.
+    IdempotencyKey,
+    /// `User-Agent`: bots, and anonymous viewers' hashes.
+    UserAgent,
+    /// `If-None-Match`: badge revalidation.
+    IfNoneMatch,
 }
 
-/// Sets the IETF `RateLimit-Policy` and `RateLimit` fields for `rate`.
-pub fn set_rate_headers(headers: &mut Headers, rate: &RateStatus) -> worker::Result<()> {
-    // JavaScript numbers are exact up to 2^53 (any sane limit); else spelled here.
-    const EXACT: u64 = 1 << 53;
-    let RateStatus {
-        limit,
-        remaining,
-        reset_seconds,
-    } = *rate;
-    if limit <= EXACT && remaining <= EXACT && reset_seconds <= EXACT {
-        set_rate_headers_js(
-            &headers.0,
-            limit as f64,
-            remaining as f64,
-            reset_seconds as f64,
-        );
-        return Ok(());
-    }
-    headers.set("RateLimit-Policy", &format!("\"writes\";q={limit};w=60"))?;
-    headers.set(
-        "RateLimit",
-        &format!("\"writes\";r={remaining};t={reset_seconds}"),
-    )
+/// Method, URL, then one field per [`Header`].
+const FIELDS: usize = 2 + 7;
+
+/// A request as the handlers see it: the runtime's request (for its body),
+/// and its method, URL and the headers of [`Header`], read in one call.
+pub struct Incoming {
+    raw: Request,
+    head: String,
+    /// Where each field of `head` starts and ends; an absent header is `None`.
+    fields: [Option<(usize, usize)>; FIELDS],
 }
 
-/// The runtime's `Response` for `response`: one call into JavaScript for a
-/// body in memory, where `web_sys::Response::from` makes six.
-pub fn into_raw(response: Response) -> web_sys::Response {
-    let status = response.status_code();
-    match response.body() {
-        // Statuses that carry no body (which `new Response` refuses one) go the long way.
-        ResponseBody::Body(bytes) if !matches!(status, 101 | 204 | 205 | 304) => {
-            respond_js(bytes, status, &response.headers().0)
+impl Incoming {
+    /// Reads the head of `raw`, and sets the isolate's clock from it.
+    pub fn read(raw: Request) -> Incoming {
+        let head = head_js(&raw);
+        let mut fields = [None; FIELDS];
+        let mut parts = head.split('\n');
+        if let Some(clock) = parts.next().and_then(|ms| ms.parse::<f64>().ok()) {
+            advance_clock(clock);
         }
-        _ => response.into(),
+        let mut at = head.find('\n').map_or(head.len(), |end| end + 1);
+        for (field, part) in fields.iter_mut().zip(parts) {
+            if part != "\0" {
+                *field = Some((at, at + part.len()));
+            }
+            at += part.len() + 1;
+        }
+        Incoming { raw, head, fields }
+    }
+
+    fn field(&self, index: usize) -> Option<&str> {
+        let (start, end) = self.fields[index]?;
+        self.head.get(start..end)
+    }
+
+    /// The method, as sent (`worker::Method` would read unknown ones as GET).
+    pub fn method(&self) -> &str {
+        self.field(0).unwrap_or_default()
+    }
+
+    /// The URL, as the runtime normalised it.
+    pub fn url(&self) -> &str {
+        self.field(1).unwrap_or_default()
+    }
+
+    /// A request header of [`Header`], if sent.
+    pub fn header(&self, header: Header) -> Option<&str> {
+        self.field(2 + header as usize)
+    }
+
+    /// The runtime's request.
+    pub fn raw(&self) -> &Request {
+        &self.raw
+    }
+}
+
+/// A response on its way out: handed to the runtime in one call ([`Reply::into_raw`]).
+pub struct Reply {
+    status: u16,
+    body: Body,
+    /// The headers besides a JSON body's own, as `name\nvalue\n` pairs.
+    extra: String,
+}
+
+enum Body {
+    /// JSON: `Content-Type: application/json` and `Cache-Control: no-store`
+    /// (counts are live, so no cache keeps them).
+    Json(Vec<u8>),
+    /// Any other bytes, their headers all in `extra`.
+    Bytes(Vec<u8>),
+    /// A response the runtime made (a static asset); `extra` is appended to it.
+    Runtime(web_sys::Response),
+}
+
+impl Reply {
+    /// A JSON response that no cache may keep.
+    pub fn json<T: Serialize>(status: u16, body: &T) -> Result<Reply, AppError> {
+        let body = serde_json::to_vec(body).map_err(|e| AppError::Internal(e.to_string()))?;
+        Ok(Reply {
+            status,
+            body: Body::Json(body),
+            extra: String::new(),
+        })
+    }
+
+    /// `500` with the `internal_error` body, for when even an error could not be written.
+    pub fn internal() -> Reply {
+        const BODY: &[u8] = br#"{"error":{"code":"internal_error","message":"internal error"}}"#;
+        Reply {
+            status: 500,
+            body: Body::Json(BODY.to_vec()),
+            extra: String::new(),
+        }
+    }
+
+    /// `body` with `status`; its headers are the caller's to add.
+    pub fn bytes(status: u16, body: Vec<u8>) -> Reply {
+        Reply {
+            status,
+            body: Body::Bytes(body),
+            extra: String::new(),
+        }
+    }
+
+    /// A response the runtime made, passed on.
+    pub fn runtime(response: web_sys::Response) -> Reply {
+        Reply {
+            status: response.status(),
+            body: Body::Runtime(response),
+            extra: String::new(),
+        }
+    }
+
+    /// The status.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// Adds a header. Names and values are the worker's own or an allowed
+    /// `Origin`, none with a line break (which no header value may hold).
+    pub fn header(&mut self, name: &str, value: &str) -> &mut Reply {
+        debug_assert!(!name.contains('\n') && !value.contains('\n'));
+        self.extra.push_str(name);
+        self.extra.push('\n');
+        self.extra.push_str(value);
+        self.extra.push('\n');
+        self
+    }
+
+    /// Sets the IETF `RateLimit-Policy` and `RateLimit` fields for `rate`.
+    pub fn rate_headers(&mut self, rate: &RateStatus) -> &mut Reply {
+        let RateStatus {
+            limit,
+            remaining,
+            reset_seconds,
+        } = *rate;
+        self.header("RateLimit-Policy", &format!("\"writes\";q={limit};w=60"))
+            .header(
+                "RateLimit",
+                &format!("\"writes\";r={remaining};t={reset_seconds}"),
+            )
+    }
+
+    /// The runtime's `Response`: one call into JavaScript.
+    pub fn into_raw(self) -> web_sys::Response {
+        match self.body {
+            Body::Json(body) => respond_js(&body, self.status, true, &self.extra),
+            Body::Bytes(body) => respond_js(&body, self.status, false, &self.extra),
+            Body::Runtime(response) if self.extra.is_empty() => response,
+            Body::Runtime(response) => with_headers_js(&response, &self.extra),
+        }
     }
 }
 
 /// The bearer credential of the request, if it sent one.
-pub fn bearer(req: &Request) -> Result<Option<String>, AppError> {
-    let Some(value) = header(req, "Authorization") else {
+pub fn bearer(req: &Incoming) -> Result<Option<&str>, AppError> {
+    let Some(value) = req.header(Header::Authorization) else {
         return Ok(None);
     };
     match value.split_once(' ') {
         Some((scheme, credential)) if scheme.eq_ignore_ascii_case("bearer") => {
-            Ok(Some(credential.trim().to_owned()))
+            Ok(Some(credential.trim()))
         }
         _ => Err(AppError::Unauthorized(
             "the Authorization header must be `Bearer <token>`".into(),
@@ -93,20 +219,17 @@ pub fn bearer(req: &Request) -> Result<Option<String>, AppError> {
     }
 }
 
-/// A request header, if present and readable.
-pub fn header(req: &Request, name: &str) -> Option<String> {
-    header_js(req, name)
-}
-
 /// The client's address as Cloudflare reports it.
-pub fn client_ip(req: &Request) -> String {
-    header(req, "CF-Connecting-IP").unwrap_or_else(|| "unknown".to_owned())
+pub fn client_ip(req: &Incoming) -> &str {
+    req.header(Header::ConnectingIp).unwrap_or("unknown")
 }
 
 /// Refuses a request whose declared `Content-Length` is over `limit` (the
 /// route's: [`MAX_BODY_BYTES`] but for imports), before any handler runs.
-pub fn check_declared_length(req: &Request, limit: usize) -> Result<(), AppError> {
-    let declared = header(req, "Content-Length").and_then(|v| v.parse::<usize>().ok());
+pub fn check_declared_length(req: &Incoming, limit: usize) -> Result<(), AppError> {
+    let declared = req
+        .header(Header::ContentLength)
+        .and_then(|v| v.parse::<usize>().ok());
     match declared {
         Some(length) if length > limit => Err(AppError::BodyTooLarge(limit)),
         _ => Ok(()),
@@ -115,16 +238,17 @@ pub fn check_declared_length(req: &Request, limit: usize) -> Result<(), AppError
 
 /// Reads the body, refusing anything over [`MAX_BODY_BYTES`] (a body sent
 /// without a `Content-Length` is only measured here).
-pub async fn body(req: &Request) -> Result<Vec<u8>, AppError> {
+pub async fn body(req: &Incoming) -> Result<Vec<u8>, AppError> {
     body_up_to(req, MAX_BODY_BYTES).await
 }
 
 /// Reads the body, refusing anything over `limit` bytes.
-pub async fn body_up_to(req: &Request, limit: usize) -> Result<Vec<u8>, AppError> {
+pub async fn body_up_to(req: &Incoming, limit: usize) -> Result<Vec<u8>, AppError> {
     let unreadable = |_| AppError::InvalidBody("the body could not be read".into());
-    let buffer = JsFuture::from(req.array_buffer().map_err(unreadable)?)
+    let buffer = JsFuture::from(req.raw().array_buffer().map_err(unreadable)?)
         .await
         .map_err(unreadable)?;
+    now_ms();
     let bytes = Uint8Array::new(&buffer).to_vec();
     if bytes.len() > limit {
         return Err(AppError::BodyTooLarge(limit));
@@ -146,7 +270,7 @@ pub fn path(url: &str) -> &str {
 /// The decoded query pairs of the request (`application/x-www-form-urlencoded`
 /// rules, as the URL standard reads a query), from the URL the runtime already
 /// normalised: no second URL parse in the worker.
-pub fn query(req: &Request) -> Result<Vec<(String, String)>, AppError> {
+pub fn query(req: &Incoming) -> Result<Vec<(String, String)>, AppError> {
     let url = req.url();
     let query = url.split_once('?').map_or("", |(_, rest)| {
         rest.split_once('#').map_or(rest, |(q, _)| q)
@@ -164,13 +288,36 @@ pub fn param<'q>(query: &'q [(String, String)], name: &str) -> Option<&'q str> {
         .map(|(_, value)| value.as_str())
 }
 
-/// Milliseconds since the epoch. In Workers the clock advances only across
-/// I/O, so durations measure time spent waiting, not CPU time.
-pub fn now_ms() -> f64 {
-    worker::js_sys::Date::now()
+thread_local! {
+    /// The isolate's clock as of its latest I/O, in ms since the epoch.
+    static CLOCK: Cell<f64> = const { Cell::new(0.0) };
 }
 
-/// The current time in unix seconds.
+/// The clock as of the isolate's latest I/O (ms since the epoch), without a
+/// call into JavaScript. In Workers `Date.now()` itself advances only across
+/// I/O, and every request's head ([`Incoming::read`]) and every Redis answer
+/// (`fetch.rs`) bring the time with them; other I/O calls [`now_ms`] after it.
+pub fn clock_ms() -> f64 {
+    CLOCK.get()
+}
+
+/// Moves the clock to `ms`, if that is later.
+pub fn advance_clock(ms: f64) {
+    if ms > CLOCK.get() {
+        CLOCK.set(ms);
+    }
+}
+
+/// Milliseconds since the epoch, read from the runtime (a call into
+/// JavaScript); advances [`clock_ms`]. In Workers the clock advances only
+/// across I/O, so durations measure time spent waiting, not CPU time.
+pub fn now_ms() -> f64 {
+    let now = worker::js_sys::Date::now();
+    advance_clock(now);
+    now
+}
+
+/// The current time in unix seconds, by [`clock_ms`].
 pub fn now() -> i64 {
-    (now_ms() / 1000.0) as i64
+    (clock_ms() / 1000.0) as i64
 }

@@ -1,11 +1,10 @@
 //! Who is calling: identity tokens and the server-to-server API key.
 
 use subtle::ConstantTimeEq;
-use worker::web_sys::Request;
 
 use super::config::Config;
 use super::error::AppError;
-use super::http;
+use super::http::{self, Incoming};
 use crate::token::{self, Claims};
 use crate::viewer;
 
@@ -14,17 +13,17 @@ pub const VISITOR_PREFIX: &str = "anon:";
 
 /// The caller's verified identity, or `None` when no token was sent. A token
 /// that is sent but does not verify is an error, never silently ignored.
-pub fn optional(req: &Request, config: &Config, now: i64) -> Result<Option<Claims>, AppError> {
+pub fn optional(req: &Incoming, config: &Config, now: i64) -> Result<Option<Claims>, AppError> {
     let Some(credential) = http::bearer(req)? else {
         return Ok(None);
     };
-    token::verify(&credential, config.jwt_secret.as_bytes(), now)
+    token::verify(credential, config.jwt_secret.as_bytes(), now)
         .map(Some)
         .map_err(|e| AppError::Unauthorized(e.to_string()))
 }
 
 /// The caller's verified identity; a missing token is an error.
-pub fn required(req: &Request, config: &Config, now: i64) -> Result<Claims, AppError> {
+pub fn required(req: &Incoming, config: &Config, now: i64) -> Result<Claims, AppError> {
     optional(req, config, now)?.ok_or_else(|| {
         AppError::Unauthorized("this route needs `Authorization: Bearer <token>`".into())
     })
@@ -34,7 +33,7 @@ pub fn required(req: &Request, config: &Config, now: i64) -> Result<Claims, AppE
 /// network's, for a visitor token; `None` for identities the site signs itself
 /// (any other `sub`), which the site vouches for.
 pub fn visitor_network(
-    req: &Request,
+    req: &Incoming,
     config: &Config,
     claims: &Claims,
     now: i64,
@@ -42,11 +41,11 @@ pub fn visitor_network(
     claims
         .sub
         .starts_with(VISITOR_PREFIX)
-        .then(|| viewer::visitor_network(config.jwt_secret.as_bytes(), now, &http::client_ip(req)))
+        .then(|| viewer::visitor_network(config.jwt_secret.as_bytes(), now, http::client_ip(req)))
 }
 
 /// Checks the bearer credential against `TALLY_API_KEY` in constant time.
-pub fn api_key(req: &Request, config: &Config) -> Result<(), AppError> {
+pub fn api_key(req: &Incoming, config: &Config) -> Result<(), AppError> {
     let given = http::bearer(req)?.unwrap_or_default();
     if bool::from(given.as_bytes().ct_eq(config.api_key.as_bytes())) {
         Ok(())

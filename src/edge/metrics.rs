@@ -14,11 +14,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use worker::{Context, Response, web_sys::Request};
+use worker::Context;
 
 use super::config::{Config, MAX_FLUSH_SECONDS};
 use super::error::AppError;
-use super::http::now_ms;
+use super::http::{Incoming, Reply, clock_ms, now_ms};
 use super::identity;
 use crate::keys::Keys;
 use crate::metrics::{Batch, FLIGHT_LEASE_MS, FLUSH, Metrics, Outbox, Outcome, UNMATCHED_ROUTE};
@@ -102,7 +102,7 @@ pub fn record(
     started_ms: f64,
 ) {
     let route = route.unwrap_or(UNMATCHED_ROUTE);
-    let now = now_ms();
+    let now = clock_ms();
     let took = millis(now - started_ms);
     count(|m| m.request(route, method, status, took));
     if let Some(config) = config {
@@ -168,7 +168,7 @@ async fn send(
 /// `GET /metrics` (bearer `TALLY_API_KEY`): every isolate's counts, summed in
 /// Redis, as OpenMetrics text. One round trip, which also adds this isolate's
 /// pending counts.
-pub async fn serve(req: &Request, config: &Config) -> Result<Response, AppError> {
+pub async fn serve(req: &Incoming, config: &Config) -> Result<Reply, AppError> {
     identity::api_key(req, config)?;
     let client = config.unobserved_client();
     let keys = config.engine().keys();
@@ -199,9 +199,10 @@ pub async fn serve(req: &Request, config: &Config) -> Result<Response, AppError>
     } else {
         None
     };
-    let mut response = Response::ok(Metrics::from_hash(&hash).render_with_lag(lag))?;
-    let headers = response.headers_mut();
-    headers.set("Content-Type", OPENMETRICS)?;
-    headers.set("Cache-Control", "no-store")?;
-    Ok(response)
+    let text = Metrics::from_hash(&hash).render_with_lag(lag);
+    let mut reply = Reply::bytes(200, text.into_bytes());
+    reply
+        .header("Content-Type", OPENMETRICS)
+        .header("Cache-Control", "no-store");
+    Ok(reply)
 }

@@ -21,47 +21,50 @@ mod routes;
 use std::rc::Rc;
 
 use worker::web_sys::Request;
-use worker::{Context, Env, Method, Response, ScheduleContext, ScheduledEvent, event};
+use worker::{Context, Env, Method, ScheduleContext, ScheduledEvent, event};
 
 use config::{Basics, Config};
 use error::AppError;
 use handlers::likes::Want;
+use http::{Incoming, Reply};
 use routes::Route;
 
-/// The worker's fetch handler (exported by [`entry`]). It takes the runtime's
-/// request as is: a `worker::Request` would read every property up front (`cf`
-/// included), each a call into JavaScript, where this reads only what a route needs.
-async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
-    let started = http::now_ms();
-    let method = req.method();
+/// The worker's fetch handler (exported by [`entry`]). It reads what routes
+/// need of the runtime's request in one call ([`Incoming::read`]): a
+/// `worker::Request` would read every property up front (`cf` included), each
+/// a call into JavaScript.
+async fn fetch(req: Request, env: Env, ctx: Context) -> Reply {
+    let req = Incoming::read(req);
+    let started = http::clock_ms();
     let basics = Basics::get(&env);
     let origin = cors::allowed_origin(&req, &basics.origins);
-    let url = req.url();
-    let route = Route::recognise(http::path(&url));
+    let route = Route::recognise(http::path(req.url()));
     let config = Config::get(&env, metrics::observer);
-    let mut response = match dispatch(&mut req, &method, &env, route, &basics, &config).await {
-        Ok(response) => response,
-        Err(error) => error.into_response()?,
+    let mut reply = match dispatch(&req, &env, route, &basics, &config).await {
+        Ok(reply) => reply,
+        Err(error) => error.into_reply(),
     };
     if let Some(origin) = origin {
-        cors::grant(&mut response, &origin)?;
+        cors::grant(&mut reply, origin);
     }
     metrics::record(
         &ctx,
         config.ok(),
         basics.flush_interval_ms,
         route.map(|r| r.label()),
-        &method,
-        response.status_code(),
+        req.method(),
+        reply.status(),
         started,
     );
-    Ok(response)
+    reply
 }
 
 /// The cron trigger (`[triggers] crons` in wrangler.toml, every minute): one
 /// reconciliation pass of the outbox into the system of record.
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    // No request brought the time with it: read the clock.
+    http::now_ms();
     match Config::get(&env, metrics::observer) {
         Ok(config) => record::scheduled(&env, &config).await,
         Err(error) => worker::console_error!("reconcile: not run: {error}"),
@@ -70,15 +73,14 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
 
 /// Checks the method and body size, then hands the request to its handler.
 async fn dispatch(
-    req: &mut Request,
-    raw_method: &str,
+    req: &Incoming,
     env: &Env,
     route: Option<Route<'_>>,
     basics: &Basics,
     config: &Result<Rc<Config>, AppError>,
-) -> Result<Response, AppError> {
+) -> Result<Reply, AppError> {
     // Matched on the raw name: `worker::Method` reads unknown methods as GET.
-    let method = match raw_method {
+    let method = match req.method() {
         "OPTIONS" => return cors::preflight(req, &basics.origins),
         "GET" | "HEAD" => Some(Method::Get),
         "POST" => Some(Method::Post),

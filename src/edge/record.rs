@@ -14,13 +14,13 @@
 use worker::js_sys::{self, Array, Reflect};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
-use worker::web_sys::Request;
 use worker::worker_sys::types::D1Database as D1Sys;
-use worker::{D1Database, Env, Response, console_log, console_warn};
+use worker::{D1Database, Env, console_log, console_warn};
 
 use super::config::Config;
 use super::error::AppError;
-use super::{http, identity};
+use super::http::{self, Incoming, Reply};
+use super::identity;
 use crate::engine::{Bucket, EngineError, ItemSnapshot, Point};
 use crate::item::ItemId;
 use crate::metrics::Metrics;
@@ -81,7 +81,7 @@ fn database(env: &Env) -> Result<D1Database, AppError> {
 }
 
 /// `POST /v1/admin/reconcile` (API key): runs one pass now and answers what it did.
-pub async fn reconcile(req: &Request, env: &Env, config: &Config) -> Result<Response, AppError> {
+pub async fn reconcile(req: &Incoming, env: &Env, config: &Config) -> Result<Reply, AppError> {
     identity::api_key(req, config)?;
     let db = database(env)?;
     let report = run(&db, config, "request").await?;
@@ -91,7 +91,7 @@ pub async fn reconcile(req: &Request, env: &Env, config: &Config) -> Result<Resp
         "repaired": report.repaired,
         "lag": report.lag,
     });
-    Ok(http::json(200, &body)?)
+    Reply::json(200, &body)
 }
 
 /// The cron trigger's pass (`[triggers] crons`): one pass, logged.
@@ -498,7 +498,7 @@ async fn check_drift(
 /// holds it, in the live read's shape; `who` asks whether that identity likes it.
 pub async fn read(
     env: &Env,
-    req: &Request,
+    req: &Incoming,
     config: &Config,
     item: &ItemId,
     who: Option<&str>,

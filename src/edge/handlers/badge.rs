@@ -1,13 +1,12 @@
 //! `GET /v1/items/{item}/badge.svg`: a README badge, read-only unless `count=1`.
 
 use sha2::{Digest, Sha256};
-use worker::{Response, web_sys::Request};
 
 use super::item_id;
 use crate::badge::{self, Style};
 use crate::edge::config::Config;
 use crate::edge::error::AppError;
-use crate::edge::http;
+use crate::edge::http::{self, Header, Incoming, Reply};
 use crate::engine::{Engine, ItemSnapshot, Limiter, Settings, ViewOutcome};
 use crate::viewer;
 
@@ -49,7 +48,7 @@ impl Metric {
 /// viewers), `label`, `color`, `style`; with `count=1`, records a view first
 /// (deduplicated per [`BADGE_DEDUPE_SECONDS`]). Answers `304` when
 /// `If-None-Match` names the badge's `ETag`.
-pub async fn badge(req: &Request, config: &Config, raw_item: &str) -> Result<Response, AppError> {
+pub async fn badge(req: &Incoming, config: &Config, raw_item: &str) -> Result<Reply, AppError> {
     let now = http::now();
     let item = item_id(raw_item)?;
     let query = http::query(req)?;
@@ -91,24 +90,26 @@ pub async fn badge(req: &Request, config: &Config, raw_item: &str) -> Result<Res
     };
     let svg = badge::render(label, &badge::format_count(value), &color, style);
     let etag = etag(&svg);
-    let fresh = http::header(req, "If-None-Match").is_some_and(|tags| matches_etag(&tags, &etag));
-    let mut response = if fresh {
-        Response::empty()?.with_status(304)
+    let fresh = req
+        .header(Header::IfNoneMatch)
+        .is_some_and(|tags| matches_etag(tags, &etag));
+    let mut reply = if fresh {
+        Reply::bytes(304, Vec::new())
     } else {
-        Response::ok(svg)?
+        Reply::bytes(200, svg.into_bytes())
     };
-    let headers = response.headers_mut();
-    headers.set("Content-Type", "image/svg+xml")?;
-    headers.set("Cache-Control", "no-cache, no-store, must-revalidate")?;
-    headers.set("ETag", &etag)?;
-    Ok(response)
+    reply
+        .header("Content-Type", "image/svg+xml")
+        .header("Cache-Control", "no-cache, no-store, must-revalidate")
+        .header("ETag", &etag);
+    Ok(reply)
 }
 
 /// Records a badge view and answers the metric: the view script's own count
 /// for `views` (one round trip), else a read after it. Over the rate limit,
 /// or for a bot, nothing is counted and the badge shows the current value.
 async fn counted_value(
-    req: &Request,
+    req: &Incoming,
     config: &Config,
     engine: &Engine,
     item: &crate::item::ItemId,
@@ -116,13 +117,13 @@ async fn counted_value(
     now: i64,
 ) -> Result<u64, AppError> {
     let ip = http::client_ip(req);
-    let user_agent = http::header(req, "User-Agent").unwrap_or_default();
+    let user_agent = req.header(Header::UserAgent).unwrap_or_default();
     let secret = config.jwt_secret.as_bytes();
     let viewer = format!(
         "badge:{}",
-        viewer::anonymous_viewer(secret, now, &ip, &user_agent)
+        viewer::anonymous_viewer(secret, now, ip, user_agent)
     );
-    let client = viewer::anonymous_client(secret, now, &ip);
+    let client = viewer::anonymous_client(secret, now, ip);
     let badge_engine = Engine::new(
         engine.rest().clone(),
         Settings {
@@ -130,7 +131,7 @@ async fn counted_value(
             ..engine.settings().clone()
         },
     );
-    let countable = !viewer::is_bot(&user_agent);
+    let countable = !viewer::is_bot(user_agent);
     let limited = badge_engine
         .view(
             item,

@@ -2,12 +2,12 @@
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use worker::{Response, web_sys::Request};
 
 use super::{counter_json, idempotency_key, item_id};
 use crate::edge::config::Config;
 use crate::edge::error::AppError;
-use crate::edge::{http, identity};
+use crate::edge::http::{self, Incoming, Reply};
+use crate::edge::identity;
 use crate::engine::{Amount, CounterOutcome, Idempotency};
 use crate::item::{self, CounterName, ItemId};
 
@@ -15,11 +15,11 @@ use crate::item::{self, CounterName, ItemId};
 /// with a fraction or exponent via HINCRBYFLOAT; at most once per
 /// `Idempotency-Key` (same semantics as views).
 pub async fn add(
-    req: &mut Request,
+    req: &Incoming,
     config: &Config,
     raw_item: &str,
     raw_name: &str,
-) -> Result<Response, AppError> {
+) -> Result<Reply, AppError> {
     identity::api_key(req, config)?;
     let item = item_id(raw_item)?;
     let name = item::decode_segment(raw_name)
@@ -48,11 +48,11 @@ pub async fn add(
         "counter": name.as_str(),
         "value": counter_json(&value),
     });
-    let mut response = http::json(200, &body)?;
+    let mut reply = Reply::json(200, &body)?;
     if replayed {
-        response.headers_mut().set("Idempotent-Replayed", "true")?;
+        reply.header("Idempotent-Replayed", "true");
     }
-    Ok(response)
+    Ok(reply)
 }
 
 fn amount(body: &[u8]) -> Result<Amount, AppError> {

@@ -1,11 +1,12 @@
 //! Items: registration, and reads of one item, a batch of items, and trending items.
 
-use worker::{Env, Response, web_sys::Request};
+use worker::Env;
 
 use super::{item_id, snapshot_json};
 use crate::edge::config::Config;
 use crate::edge::error::AppError;
-use crate::edge::{http, identity, record};
+use crate::edge::http::{self, Incoming, Reply};
+use crate::edge::{identity, record};
 use crate::engine::Window;
 
 /// The most ids one batch read takes.
@@ -18,27 +19,23 @@ const MAX_TRENDING: usize = 100;
 /// `PUT /v1/items/{item}` with the API key: registers the item (what
 /// `ITEMS=registered` lets be written): `201` when created, `200` when it
 /// already was. Under `ITEMS=pattern` an id outside the pattern is `404`.
-pub async fn register(
-    req: &Request,
-    config: &Config,
-    raw_item: &str,
-) -> Result<Response, AppError> {
+pub async fn register(req: &Incoming, config: &Config, raw_item: &str) -> Result<Reply, AppError> {
     identity::api_key(req, config)?;
     let item = item_id(raw_item)?;
     let created = config.engine().register(&item, http::now()).await?;
     let body = serde_json::json!({"item": item.as_str(), "created": created});
-    Ok(http::json(if created { 201 } else { 200 }, &body)?)
+    Reply::json(if created { 201 } else { 200 }, &body)
 }
 
 /// `GET /v1/items/{item}`: counts, counters and, with a token, `liked`.
 /// With `?source=record` (API key) the same from the system of record, and
 /// `liked` for the identity `who` when given.
 pub async fn read(
-    req: &Request,
+    req: &Incoming,
     env: &Env,
     config: &Config,
     raw_item: &str,
-) -> Result<Response, AppError> {
+) -> Result<Reply, AppError> {
     let now = http::now();
     let item = item_id(raw_item)?;
     let query = http::query(req)?;
@@ -52,7 +49,7 @@ pub async fn read(
         None | Some("live") => {}
         Some("record") => {
             let snapshot = Box::pin(record::read(env, req, config, &item, who)).await?;
-            return Ok(http::json(200, &snapshot_json(&snapshot))?);
+            return Reply::json(200, &snapshot_json(&snapshot));
         }
         Some(_) => {
             return Err(AppError::InvalidQuery(
@@ -65,11 +62,11 @@ pub async fn read(
         .engine()
         .read(&item, who.as_ref().map(|c| c.sub.as_str()), now)
         .await?;
-    Ok(http::json(200, &snapshot_json(&snapshot))?)
+    Reply::json(200, &snapshot_json(&snapshot))
 }
 
 /// `GET /v1/items?ids=a,b,c`: up to 100 items, in the order asked.
-pub async fn read_many(req: &Request, config: &Config) -> Result<Response, AppError> {
+pub async fn read_many(req: &Incoming, config: &Config) -> Result<Reply, AppError> {
     let now = http::now();
     let query = http::query(req)?;
     let ids = http::param(&query, "ids")
@@ -89,11 +86,11 @@ pub async fn read_many(req: &Request, config: &Config) -> Result<Response, AppEr
         .read_many(&items, who.as_ref().map(|c| c.sub.as_str()), now)
         .await?;
     let items: Vec<_> = snapshots.iter().map(snapshot_json).collect();
-    Ok(http::json(200, &serde_json::json!({"items": items}))?)
+    Reply::json(200, &serde_json::json!({"items": items}))
 }
 
 /// `GET /v1/trending?window=hour|day&limit=10`: most viewed first.
-pub async fn trending(req: &Request, config: &Config) -> Result<Response, AppError> {
+pub async fn trending(req: &Incoming, config: &Config) -> Result<Reply, AppError> {
     let query = http::query(req)?;
     let param = |name: &str| http::param(&query, name);
     let (window, window_name) = match param("window").unwrap_or("hour") {
@@ -116,8 +113,8 @@ pub async fn trending(req: &Request, config: &Config) -> Result<Response, AppErr
         .iter()
         .map(|t| serde_json::json!({"item": t.item, "views": t.views}))
         .collect();
-    Ok(http::json(
+    Reply::json(
         200,
         &serde_json::json!({"window": window_name, "items": items}),
-    )?)
+    )
 }

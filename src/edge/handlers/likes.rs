@@ -1,11 +1,10 @@
 //! `PUT` and `DELETE /v1/items/{item}/like`: one like per identity per item.
 
-use worker::{Response, web_sys::Request};
-
 use super::{admitted, item_id, limited_json};
 use crate::edge::config::Config;
 use crate::edge::error::AppError;
-use crate::edge::{http, identity, metrics};
+use crate::edge::http::{self, Incoming, Reply};
+use crate::edge::{identity, metrics};
 use crate::engine::Limiter;
 
 /// Whether the caller wants the item liked or not.
@@ -19,11 +18,11 @@ pub enum Want {
 
 /// Sets the caller's like on the item; repeating it changes nothing.
 pub async fn set(
-    req: &Request,
+    req: &Incoming,
     config: &Config,
     raw_item: &str,
     want: Want,
-) -> Result<Response, AppError> {
+) -> Result<Reply, AppError> {
     let now = http::now();
     let item = item_id(raw_item)?;
     let who = identity::required(req, config, now)?;

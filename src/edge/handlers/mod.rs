@@ -10,10 +10,9 @@ pub mod views;
 pub mod visitors;
 
 use serde_json::{Map, Value};
-use worker::{Response, web_sys::Request};
 
 use super::error::AppError;
-use super::http;
+use super::http::{Header, Incoming, Reply};
 use crate::engine::{CounterValue, ItemSnapshot, Limited, RateStatus};
 use crate::item::{self, ItemId};
 
@@ -26,8 +25,8 @@ pub fn item_id(raw: &str) -> Result<ItemId, AppError> {
 }
 
 /// The `Idempotency-Key` header: 1-255 printable ASCII characters, if sent.
-pub fn idempotency_key(req: &Request) -> Result<Option<String>, AppError> {
-    let Some(key) = http::header(req, "Idempotency-Key") else {
+pub fn idempotency_key(req: &Incoming) -> Result<Option<String>, AppError> {
+    let Some(key) = req.header(Header::IdempotencyKey) else {
         return Ok(None);
     };
     let printable = key.bytes().all(|b| (0x20..=0x7e).contains(&b));
@@ -36,7 +35,7 @@ pub fn idempotency_key(req: &Request) -> Result<Option<String>, AppError> {
             "Idempotency-Key must be 1-255 printable ASCII characters".into(),
         ));
     }
-    Ok(Some(key))
+    Ok(Some(key.to_owned()))
 }
 
 /// The outcome of a rate-limited write, or `429` when over the limit.
@@ -48,10 +47,10 @@ pub fn admitted<T>(limited: Limited<T>) -> Result<(T, RateStatus), AppError> {
 }
 
 /// A `200` JSON response carrying the rate-limit fields of the write.
-pub fn limited_json(body: &Value, rate: &RateStatus) -> Result<Response, AppError> {
-    let mut response = http::json(200, body)?;
-    http::set_rate_headers(response.headers_mut(), rate)?;
-    Ok(response)
+pub fn limited_json(body: &Value, rate: &RateStatus) -> Result<Reply, AppError> {
+    let mut reply = Reply::json(200, body)?;
+    reply.rate_headers(rate);
+    Ok(reply)
 }
 
 /// A counter's value as a JSON number.

@@ -1,13 +1,11 @@
 //! Operational routes.
 
-use worker::Response;
-
 use crate::edge::config::Config;
 use crate::edge::error::AppError;
-use crate::edge::http;
+use crate::edge::http::Reply;
 
 /// `GET /healthz`: `200` when a Redis round trip succeeds, else `503`.
-pub async fn healthz(config: &Config) -> Result<Response, AppError> {
+pub async fn healthz(config: &Config) -> Result<Reply, AppError> {
     config.engine().ping().await?;
-    Ok(http::json(200, &serde_json::json!({"status": "ok"}))?)
+    Reply::json(200, &serde_json::json!({"status": "ok"}))
 }

@@ -2,12 +2,12 @@
 //! counts in from another counter, and folding a renamed page's old id into its new one.
 
 use serde_json::Value;
-use worker::{Response, web_sys::Request};
 
 use super::item_id;
 use crate::edge::config::Config;
 use crate::edge::error::AppError;
-use crate::edge::{http, identity};
+use crate::edge::http::{self, Incoming, Reply};
+use crate::edge::identity;
 use crate::item::ItemId;
 use crate::transfer::{self, MAX_IMPORT_BYTES, TransferError};
 
@@ -15,7 +15,7 @@ use crate::transfer::{self, MAX_IMPORT_BYTES, TransferError};
 /// lines (256 KiB), every line checked before anything is written, then set
 /// in one script. `200 {"imported": n}`; a bad line is `400 invalid_import`
 /// with its `line`, and nothing is written.
-pub async fn import(req: &Request, config: &Config) -> Result<Response, AppError> {
+pub async fn import(req: &Incoming, config: &Config) -> Result<Reply, AppError> {
     identity::api_key(req, config)?;
     let body = http::body_up_to(req, MAX_IMPORT_BYTES).await?;
     let lines = transfer::parse_import(&body).map_err(app_error)?;
@@ -24,13 +24,13 @@ pub async fn import(req: &Request, config: &Config) -> Result<Response, AppError
         .import(&lines, http::now())
         .await
         .map_err(app_error)?;
-    Ok(http::json(200, &serde_json::json!({"imported": imported}))?)
+    Reply::json(200, &serde_json::json!({"imported": imported}))
 }
 
 /// `POST /v1/admin/items/{item}/merge` with the API key and `{"from": "<old
 /// item>"}`: folds the old id into this one. `200 {"item", "from", "merged",
 /// "likes", "views"}`; `merged` is false when the old id had nothing.
-pub async fn merge(req: &Request, config: &Config, raw_item: &str) -> Result<Response, AppError> {
+pub async fn merge(req: &Incoming, config: &Config, raw_item: &str) -> Result<Reply, AppError> {
     identity::api_key(req, config)?;
     let item = item_id(raw_item)?;
     let from = from(&http::body(req).await?)?;
@@ -46,7 +46,7 @@ pub async fn merge(req: &Request, config: &Config, raw_item: &str) -> Result<Res
         "likes": outcome.likes,
         "views": outcome.views,
     });
-    Ok(http::json(200, &body)?)
+    Reply::json(200, &body)
 }
 
 /// The old item of a merge body: `{"from": "<item id>"}`, nothing else.

@@ -1,23 +1,24 @@
 //! `POST /v1/items/{item}/views` and the views series.
 
 use sha2::{Digest, Sha256};
-use worker::{Env, Response, web_sys::Request};
+use worker::Env;
 
 use super::{admitted, idempotency_key, item_id, limited_json};
 use crate::edge::config::Config;
 use crate::edge::error::AppError;
-use crate::edge::{http, identity, metrics, record};
+use crate::edge::http::{self, Header, Incoming, Reply};
+use crate::edge::{identity, metrics, record};
 use crate::engine::{Bucket, Idempotency, Limiter, ViewOutcome};
 use crate::viewer;
 
 /// Records a view: once per viewer per item within the dedupe window, never
 /// for bots, and at most once per `Idempotency-Key`. A counted view counts in
 /// trending in the same script: one Redis command per view.
-pub async fn record(req: &Request, config: &Config, raw_item: &str) -> Result<Response, AppError> {
+pub async fn record(req: &Incoming, config: &Config, raw_item: &str) -> Result<Reply, AppError> {
     let now = http::now();
     let item = item_id(raw_item)?;
     let idempotency_key = idempotency_key(req)?;
-    let user_agent = http::header(req, "User-Agent").unwrap_or_default();
+    let user_agent = req.header(Header::UserAgent).unwrap_or_default();
     // A token with `"tally": {"count_views": false}` (the site's own people)
     // is answered like a bot: the current count, nothing counted.
     let mut counts_views = true;
@@ -30,8 +31,8 @@ pub async fn record(req: &Request, config: &Config, raw_item: &str) -> Result<Re
         None => {
             let ip = http::client_ip(req);
             let viewer =
-                viewer::anonymous_viewer(config.jwt_secret.as_bytes(), now, &ip, &user_agent);
-            let client = viewer::anonymous_client(config.jwt_secret.as_bytes(), now, &ip);
+                viewer::anonymous_viewer(config.jwt_secret.as_bytes(), now, ip, user_agent);
+            let client = viewer::anonymous_client(config.jwt_secret.as_bytes(), now, ip);
             (viewer, client, None)
         }
     };
@@ -44,7 +45,7 @@ pub async fn record(req: &Request, config: &Config, raw_item: &str) -> Result<Re
         key,
     });
     let engine = config.engine();
-    let countable = counts_views && !viewer::is_bot(&user_agent);
+    let countable = counts_views && !viewer::is_bot(user_agent);
     let limited = engine
         .view(
             &item,
@@ -65,22 +66,22 @@ pub async fn record(req: &Request, config: &Config, raw_item: &str) -> Result<Re
         metrics::view(counted);
     }
     let body = serde_json::json!({"item": item.as_str(), "views": views, "counted": counted});
-    let mut response = limited_json(&body, &rate)?;
+    let mut reply = limited_json(&body, &rate)?;
     if replayed {
-        response.headers_mut().set("Idempotent-Replayed", "true")?;
+        reply.header("Idempotent-Replayed", "true");
     }
-    Ok(response)
+    Ok(reply)
 }
 
 /// `GET /v1/items/{item}/views/series?bucket=&from=&to=&metric=`: views per
 /// bucket, or with `metric=unique` distinct viewers per day (`bucket=day` only).
 /// Days older than Redis keeps (400) come from the system of record, if bound.
 pub async fn series(
-    req: &Request,
+    req: &Incoming,
     env: &Env,
     config: &Config,
     raw_item: &str,
-) -> Result<Response, AppError> {
+) -> Result<Reply, AppError> {
     let item = item_id(raw_item)?;
     let query = http::query(req)?;
     let param = |name: &str| http::param(&query, name);
@@ -117,7 +118,7 @@ pub async fn series(
             let body = serde_json::json!({
                 "item": item.as_str(), "bucket": "day", "metric": "unique", "points": points,
             });
-            return Ok(http::json(200, &body)?);
+            return Reply::json(200, &body);
         }
         "unique" => return Err(invalid("metric=unique takes bucket=day")),
         _ => return Err(invalid("metric must be views or unique")),
@@ -136,7 +137,7 @@ pub async fn series(
         Bucket::Day => "day",
     };
     let body = serde_json::json!({"item": item.as_str(), "bucket": bucket_name, "points": points});
-    Ok(http::json(200, &body)?)
+    Reply::json(200, &body)
 }
 
 /// What makes two view requests "the same request" for an idempotency key.

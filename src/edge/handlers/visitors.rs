@@ -4,12 +4,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use worker::js_sys::{Function, Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
-use worker::{Response, web_sys::Request};
 
 use super::admitted;
 use crate::edge::config::Config;
 use crate::edge::error::AppError;
-use crate::edge::http;
+use crate::edge::http::{self, Incoming, Reply};
 use crate::token::{self, Claims};
 use crate::viewer;
 
@@ -17,10 +16,10 @@ use crate::viewer;
 const VISITOR_TOKEN_SECONDS: i64 = 365 * 86_400;
 
 /// Mints a visitor token, rate limited per client IP.
-pub async fn issue(req: &Request, config: &Config) -> Result<Response, AppError> {
+pub async fn issue(req: &Incoming, config: &Config) -> Result<Reply, AppError> {
     let now = http::now();
     let ip = http::client_ip(req);
-    let limiter = viewer::anonymous_client(config.jwt_secret.as_bytes(), now, &ip);
+    let limiter = viewer::anonymous_client(config.jwt_secret.as_bytes(), now, ip);
     let limited = config.engine().admit(&limiter, now).await?;
     let ((), rate) = admitted(limited)?;
     let visitor = format!("anon:{}", URL_SAFE_NO_PAD.encode(random_bytes()?));
@@ -32,9 +31,9 @@ pub async fn issue(req: &Request, config: &Config) -> Result<Response, AppError>
     };
     let token = token::sign(&claims, config.jwt_secret.as_bytes());
     let body = serde_json::json!({"token": token, "visitor": visitor, "expires_at": expires_at});
-    let mut response = http::json(201, &body)?;
-    http::set_rate_headers(response.headers_mut(), &rate)?;
-    Ok(response)
+    let mut reply = Reply::json(201, &body)?;
+    reply.rate_headers(&rate);
+    Ok(reply)
 }
 
 /// 16 bytes from the runtime's CSPRNG (`crypto.getRandomValues`).
