@@ -1,28 +1,125 @@
 //! The REST client's transport in the worker: the runtime's own `fetch`, so the
 //! wasm carries no HTTP client (natively, `rest` uses `reqwest`).
 //!
-//! The request, its status and its body are one JavaScript promise
-//! (`fetch.js`): every promise awaited from Rust costs a pair of closures, a
-//! wake-up and a poll, and every call into JavaScript a crossing. Bodies cross
-//! as bytes both ways: no string is decoded into JavaScript or encoded back.
+//! The request, its status and its body come back in one call of a function
+//! the wasm makes once per isolate ([`deliver`]), which wakes the request that
+//! waits on it: awaiting a JavaScript promise from Rust would make a pair of
+//! closures per request (each a call into JavaScript and a registration with
+//! the garbage collector), and reading the bytes out of it more calls. Bodies
+//! cross as bytes both ways: no string is decoded into JavaScript or encoded back.
 
+use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use wasm_bindgen::prelude::wasm_bindgen;
-use worker::js_sys::{Promise, Uint8Array};
+use wasm_bindgen::prelude::{Closure, wasm_bindgen};
+use worker::js_sys::Function;
 use worker::wasm_bindgen::JsCast;
-use worker::wasm_bindgen_futures::JsFuture;
 
 use super::http;
 use crate::rest::{BoxFuture, RestError, Transport};
 
 #[wasm_bindgen(module = "/src/edge/fetch.js")]
 extern "C" {
-    /// `fetch` with `AbortSignal.timeout(millis)`: the status (2 bytes, big
-    /// endian), the clock when it answered (f64 ms, 8 bytes, little endian),
-    /// then the body; or a rejection with null (timed out) or the failure's message.
+    /// `fetch` with `AbortSignal.timeout(millis)`; calls `deliver` with `id`
+    /// once it has the answer or has failed.
     #[wasm_bindgen(js_name = post)]
-    fn post_js(url: &str, authorization: &str, body: &[u8], millis: u32) -> Promise;
+    fn post_js(
+        url: &str,
+        authorization: &str,
+        body: &[u8],
+        millis: u32,
+        id: u32,
+        deliver: &Function,
+    );
+}
+
+/// `deliver`'s status for a request that ran out of time (`fetch.js`).
+const TIMED_OUT: u16 = 0;
+/// `deliver`'s status for a request that failed; the bytes are the message.
+const FAILED: u16 = 1;
+
+type Answer = Result<(u16, Vec<u8>), RestError>;
+
+/// A round trip in flight: its answer once delivered, and who waits on it.
+struct InFlight {
+    id: u32,
+    answer: Option<Answer>,
+    waker: Option<Waker>,
+}
+
+thread_local! {
+    /// The round trips in flight in this isolate (it runs one thread): a few
+    /// per concurrent request, so a list.
+    static IN_FLIGHT: RefCell<Vec<InFlight>> = const { RefCell::new(Vec::new()) };
+    static NEXT_ID: Cell<u32> = const { Cell::new(0) };
+    /// [`deliver`] as a JavaScript function, made once (and kept for the isolate's life).
+    static DELIVER: Function = Closure::<dyn FnMut(u32, u16, f64, Vec<u8>)>::new(deliver)
+        .into_js_value()
+        .unchecked_into();
+}
+
+/// Called by `fetch.js` once per round trip: keeps the answer for round trip
+/// `id` and wakes its request. The clock it brings advances the isolate's
+/// ([`http::clock_ms`]). An answer nobody waits for any more is dropped.
+fn deliver(id: u32, status: u16, clock: f64, body: Vec<u8>) {
+    http::advance_clock(clock);
+    let answer = match status {
+        TIMED_OUT => Err(RestError::Timeout),
+        FAILED => Err(RestError::Transport(
+            String::from_utf8_lossy(&body).into_owned(),
+        )),
+        _ => Ok((status, body)),
+    };
+    let waker = IN_FLIGHT.with(|in_flight| {
+        let mut in_flight = in_flight.borrow_mut();
+        let entry = in_flight.iter_mut().find(|entry| entry.id == id)?;
+        entry.answer = Some(answer);
+        entry.waker.take()
+    });
+    // Woken with nothing borrowed: waking polls the request at once.
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
+/// The answer to round trip `id`, once [`deliver`]ed.
+struct Pending(u32);
+
+impl Future for Pending {
+    type Output = Answer;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
+        IN_FLIGHT.with(|in_flight| {
+            let mut in_flight = in_flight.borrow_mut();
+            let Some(at) = in_flight.iter().position(|entry| entry.id == self.0) else {
+                return Poll::Ready(Err(RestError::Transport("the answer was lost".to_owned())));
+            };
+            if let Some(answer) = in_flight[at].answer.take() {
+                in_flight.swap_remove(at);
+                return Poll::Ready(answer);
+            }
+            let entry = &mut in_flight[at];
+            if !entry
+                .waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                entry.waker = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let _ = IN_FLIGHT.try_with(|in_flight| {
+            in_flight.borrow_mut().retain(|entry| entry.id != self.0);
+        });
+    }
 }
 
 /// `fetch` with an `AbortSignal.timeout`: a request that outlives its timeout,
@@ -39,28 +136,16 @@ impl Transport for FetchTransport {
         timeout: Duration,
     ) -> BoxFuture<'a, Result<(u16, Vec<u8>), RestError>> {
         let millis = u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX);
-        let answer = JsFuture::from(post_js(url, authorization, &body, millis));
-        Box::pin(async move {
-            let answer = answer.await.map_err(|error| match error.as_string() {
-                Some(message) => RestError::Transport(message),
-                None if error.is_null() => RestError::Timeout,
-                None => RestError::Transport("fetch failed".to_owned()),
-            })?;
-            split_head(answer.unchecked_into::<Uint8Array>().to_vec())
-        })
+        let id = NEXT_ID.get();
+        NEXT_ID.set(id.wrapping_add(1));
+        IN_FLIGHT.with(|in_flight| {
+            in_flight.borrow_mut().push(InFlight {
+                id,
+                answer: None,
+                waker: None,
+            });
+        });
+        DELIVER.with(|deliver| post_js(url, authorization, &body, millis, id, deliver));
+        Box::pin(Pending(id))
     }
-}
-
-/// The status and the body of an answer from `fetch.js` (the body kept in
-/// place); the clock it carries advances the isolate's ([`http::clock_ms`]).
-fn split_head(mut answer: Vec<u8>) -> Result<(u16, Vec<u8>), RestError> {
-    let Some((head, _)) = answer.split_first_chunk::<10>() else {
-        return Err(RestError::Transport("fetch answered no status".to_owned()));
-    };
-    let status = u16::from_be_bytes([head[0], head[1]]);
-    let mut clock = [0; 8];
-    clock.copy_from_slice(&head[2..]);
-    http::advance_clock(f64::from_le_bytes(clock));
-    answer.drain(..10);
-    Ok((status, answer))
 }
