@@ -28,6 +28,8 @@ pub const UNIQUE_WINDOW_DAYS: i64 = 30;
 pub const MAX_SERIES_POINTS: i64 = 1_440;
 /// The most items one batch read takes.
 pub const MAX_BATCH_ITEMS: usize = 100;
+/// The `KEYS` `read.lua` takes per item: 6 and the 29 days before today.
+const READ_KEYS_PER_ITEM: usize = 6 + UNIQUE_WINDOW_DAYS as usize - 1;
 /// The most items one trending read returns.
 pub const MAX_TRENDING: usize = 100;
 /// Redis's largest bitmap (512 MB): ids at or above it use the Set whatever `BITMAP_MAX_ID` says.
@@ -643,13 +645,16 @@ impl Engine {
         who: Option<&str>,
         now: i64,
     ) -> Result<ItemSnapshot, EngineError> {
-        self.check_item(item)?;
-        let (keys, args) = self.read_call(item, who, now);
-        let answer = self.rest.eval(&scripts::READ, &keys, &args).await?;
-        snapshot(item, &answer)
+        let mut snapshots = self
+            .read_many_unchecked(std::slice::from_ref(item), who, now)
+            .await?;
+        snapshots
+            .pop()
+            .ok_or_else(|| EngineError::Unexpected("read: no snapshot".into()))
     }
 
-    /// Up to 100 items' snapshots in one pipeline, in the order asked.
+    /// Up to 100 items' snapshots in one script call (one `EVALSHA`), in the
+    /// order asked, a repeated item read each time it is asked.
     pub async fn read_many(
         &self,
         items: &[ItemId],
@@ -659,38 +664,57 @@ impl Engine {
         if items.is_empty() || items.len() > MAX_BATCH_ITEMS {
             return Err(InvalidRequest::BatchSize.into());
         }
+        self.read_many_unchecked(items, who, now).await
+    }
+
+    /// [`Engine::read_many`] without the batch size check: `read.lua` with
+    /// [`READ_KEYS_PER_ITEM`] keys per item, one snapshot per item back.
+    async fn read_many_unchecked(
+        &self,
+        items: &[ItemId],
+        who: Option<&str>,
+        now: i64,
+    ) -> Result<Vec<ItemSnapshot>, EngineError> {
         for item in items {
             self.check_item(item)?;
         }
-        let calls: Vec<_> = items
-            .iter()
-            .map(|item| self.read_call(item, who, now))
-            .collect();
-        let answers = self
-            .rest
-            .eval_read_only_batch(&scripts::READ, &calls)
-            .await?;
+        let (keys, args) = self.read_call(items, who, now);
+        let answer = self.rest.eval(&scripts::READ, &keys, &args).await?;
+        let answers = answer
+            .as_array()
+            .filter(|answers| answers.len() == items.len())
+            .ok_or_else(|| unexpected("read", &answer))?;
         items
             .iter()
             .zip(answers)
-            .map(|(item, answer)| snapshot(item, &answer?))
+            .map(|(item, answer)| snapshot(item, answer))
             .collect()
     }
 
-    fn read_call(&self, item: &ItemId, who: Option<&str>, now: i64) -> (Vec<String>, Vec<String>) {
+    /// The `KEYS` (35 per item, in the order of `items`) and `ARGV` of one
+    /// `read.lua` call for `items`, asked by `who` at `now`.
+    fn read_call(
+        &self,
+        items: &[ItemId],
+        who: Option<&str>,
+        now: i64,
+    ) -> (Vec<String>, Vec<String>) {
         let today = Bucket::Day.start(now);
         let day = Bucket::Day.seconds();
-        let mut keys = vec![
-            self.keys.stats(item),
-            self.keys.counters(item),
-            self.keys.viewers(item, today),
-            self.keys.likers(item),
-            self.keys.liker_bits(item),
-            self.keys.viewers_all_time(item),
-        ];
-        keys.extend(
-            (1..UNIQUE_WINDOW_DAYS).map(|back| self.keys.viewers(item, today - back * day)),
-        );
+        let mut keys = Vec::with_capacity(items.len() * READ_KEYS_PER_ITEM);
+        for item in items {
+            keys.extend([
+                self.keys.stats(item),
+                self.keys.counters(item),
+                self.keys.viewers(item, today),
+                self.keys.likers(item),
+                self.keys.liker_bits(item),
+                self.keys.viewers_all_time(item),
+            ]);
+            keys.extend(
+                (1..UNIQUE_WINDOW_DAYS).map(|back| self.keys.viewers(item, today - back * day)),
+            );
+        }
         // Any canonical id's bit is read, whatever the mode: LIKES_STORE may
         // have been switched (GETBIT past a bitmap's end reads 0, allocating nothing).
         let offset = who.and_then(user_bit).map(|o| o.to_string());
@@ -1049,6 +1073,71 @@ mod tests {
         assert_eq!(counter_value("nope"), None);
         for unreadable in ["inf", "-inf", "nan", "1.99e308"] {
             assert_eq!(counter_value(unreadable), None, "{unreadable}");
+        }
+    }
+
+    /// A REST endpoint that answers every request with one fixed body: a
+    /// read script answering the wrong number of snapshots cannot be caused
+    /// with the real one.
+    #[cfg(not(target_arch = "wasm32"))]
+    struct Canned(String);
+
+    #[cfg(not(target_arch = "wasm32"))]
+    impl crate::rest::Transport for Canned {
+        fn post<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+            _: Vec<u8>,
+            _: std::time::Duration,
+        ) -> crate::rest::BoxFuture<'a, Result<(u16, Vec<u8>), RestError>> {
+            Box::pin(async move { Ok((200, self.0.clone().into_bytes())) })
+        }
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    #[tokio::test]
+    async fn a_read_answered_with_the_wrong_number_of_snapshots_is_unexpected() {
+        let one = "[3,0,0,[],-1,0,0,0]";
+        let engine = |result: &str| {
+            let canned = Canned(format!(r#"{{"result": {result}}}"#));
+            let rest = RestClient::with_transport(
+                std::sync::Arc::new(canned),
+                "http://canned",
+                "t",
+                std::time::Duration::from_secs(1),
+            );
+            Engine::new(rest, Settings::default())
+        };
+        let [a, b] = ["a", "b"].map(|id| ItemId::parse(id).unwrap());
+        let pair = [a.clone(), b];
+        let read = engine(&format!("[{one}]")).read(&a, None, 0).await;
+        assert_eq!(read.map(|s| s.likes), Ok(3));
+        let many = engine(&format!("[{one},{one}]"))
+            .read_many(&pair, None, 0)
+            .await;
+        assert_eq!(many.map(|s| s.len()), Ok(2));
+
+        for (result, items) in [
+            (format!("[{one}]"), &pair[..]),
+            (format!("[{one},{one},{one}]"), &pair[..]),
+            (format!("[{one},{one}]"), &pair[..1]),
+            ("[]".to_owned(), &pair[..1]),
+            (one.to_owned(), &pair[..1]),
+            ("3".to_owned(), &pair[..1]),
+        ] {
+            let error = engine(&result).read_many(items, None, 0).await.unwrap_err();
+            assert!(
+                matches!(error, EngineError::Unexpected(_)),
+                "{result}: {error:?}"
+            );
+            if let [item] = items {
+                let error = engine(&result).read(item, None, 0).await;
+                assert!(
+                    matches!(error, Err(EngineError::Unexpected(_))),
+                    "{result}: {error:?}"
+                );
+            }
         }
     }
 

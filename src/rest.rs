@@ -543,7 +543,7 @@ mod tests {
             script_command("EVALSHA", "abc", &keys, &args),
             ["EVALSHA", "abc", "2", "k1", "k2", "a"]
         );
-        // A read takes 35 keys; no count falls back to "0", however many.
+        // A read takes 35 keys per item; no count falls back to "0", however many.
         let many: Vec<String> = (0..35).map(|i| format!("k{i}")).collect();
         assert_eq!(script_command("EVALSHA", "abc", &many, &args)[2], "35");
         let more: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();

@@ -154,7 +154,7 @@ pub static LIKE: Script = Script::new("like", limited!("like.lua"));
 pub static VIEW: Script = Script::new("view", limited!("view.lua"));
 /// Add to a custom counter (integer or float), optionally idempotent.
 pub static COUNTER: Script = Script::new("counter", locking!("counter.lua"));
-/// Read one item's snapshot.
+/// Read the snapshots of one or more items, in one call.
 pub static READ: Script = Script::new("read", locking!("read.lua"));
 
 /// One item's live counts and unapplied outbox events, read only (the drift check).

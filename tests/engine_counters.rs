@@ -128,16 +128,20 @@ async fn reads_survive_any_text_already_in_the_counters_hash() {
     setup.cli(&["HSET", &stats, "likes", "garbage"]);
     let snapshot = setup.engine.read(&page, None, 1_000).await.unwrap();
     assert_eq!(
-        snapshot.counters.into_iter().collect::<Vec<_>>(),
+        snapshot.counters.clone().into_iter().collect::<Vec<_>>(),
         [("ok".to_owned(), CounterValue::Int(7))]
     );
     assert_eq!(snapshot.likes, 0);
+    // In a batch, each repeat reads the same, and the item after it is unharmed.
+    let liked = item(&unique("liked"));
+    setup.engine.like(&liked, "u", "u", 1_000).await.unwrap();
     let batch = setup
         .engine
-        .read_many(std::slice::from_ref(&page), None, 1_000)
+        .read_many(&[page.clone(), page.clone(), liked], None, 1_000)
         .await
         .unwrap();
-    assert_eq!(batch.len(), 1);
+    assert_eq!(batch[..2], [snapshot.clone(), snapshot]);
+    assert_eq!(batch[2].likes, 1);
     // Adding to an unreadable counter is refused and leaves it as it was.
     for field in ["big", "inf", "nan", "junk"] {
         let name = CounterName::parse(field).unwrap();

@@ -13,6 +13,8 @@ use tally::engine::{
     UniqueViewers, Window,
 };
 use tally::item::{CounterName, ItemId, decode_segment};
+use tally::rest::RestError;
+use tally::scripts;
 
 #[tokio::test]
 async fn an_unknown_item_reads_as_zeros() {
@@ -81,7 +83,7 @@ async fn a_read_shows_counts_counters_viewers_and_the_callers_like() {
 }
 
 #[tokio::test]
-async fn a_batch_read_keeps_the_order_asked_in_one_pipeline() {
+async fn a_batch_read_of_a_hundred_items_is_one_script_call_in_the_order_asked() {
     let setup = Setup::start(Settings::default());
     let pages: Vec<ItemId> = (0..100).map(|i| item(&unique(&format!("p{i}-")))).collect();
     for (i, page) in pages.iter().enumerate().take(5) {
@@ -97,12 +99,14 @@ async fn a_batch_read_keeps_the_order_asked_in_one_pipeline() {
     setup.trips.take();
     let mut asked = pages.clone();
     asked.reverse();
+    let scripts = setup.redis.script_calls();
     let snapshots = setup
         .engine
         .read_many(&asked, Some("1"), 1_000)
         .await
         .unwrap();
-    assert_eq!(setup.trips.take(), ["PIPELINE"]);
+    assert_eq!(setup.trips.take(), ["EVALSHA"]);
+    assert_eq!(setup.redis.script_calls(), scripts + 1);
     let ids: Vec<&str> = snapshots.iter().map(|s| s.item.as_str()).collect();
     let expected: Vec<&str> = asked.iter().map(ItemId::as_str).collect();
     assert_eq!(ids, expected);
@@ -110,6 +114,102 @@ async fn a_batch_read_keeps_the_order_asked_in_one_pipeline() {
     assert_eq!(likes, [4, 3, 2, 1, 0]);
     assert_eq!(snapshots[96].liked, Some(true));
     assert_eq!(snapshots[99].liked, Some(false));
+}
+
+#[tokio::test]
+async fn a_batch_with_repeats_and_unknown_items_answers_each_as_asked_in_one_script_call() {
+    let setup = Setup::start(Settings::default());
+    let now = real_now();
+    let liked = item(&unique("liked"));
+    let viewed = item(&unique("viewed"));
+    let unknown = item(&unique("unknown"));
+    setup.engine.like(&liked, "u1", "u1", now).await.unwrap();
+    setup.engine.like(&liked, "u2", "u2", now).await.unwrap();
+    setup
+        .engine
+        .view(&viewed, "v1", "v1", now, None, true)
+        .await
+        .unwrap();
+    let name = CounterName::parse("stars").unwrap();
+    setup
+        .engine
+        .add_to_counter(&viewed, &name, Amount::Float(2.5), now)
+        .await
+        .unwrap();
+    let asked = [
+        liked.clone(),
+        unknown.clone(),
+        viewed.clone(),
+        liked.clone(),
+        unknown.clone(),
+    ];
+    let alone: Vec<ItemSnapshot> = {
+        let mut alone = Vec::new();
+        for page in &asked {
+            alone.push(setup.engine.read(page, Some("u1"), now).await.unwrap());
+        }
+        alone
+    };
+    setup.trips.reset();
+
+    let scripts = setup.redis.script_calls();
+    let snapshots = setup
+        .engine
+        .read_many(&asked, Some("u1"), now)
+        .await
+        .unwrap();
+    assert_eq!(setup.redis.script_calls(), scripts + 1);
+    assert_eq!(setup.trips.take(), ["EVALSHA"]);
+    // Each item answers as its own read does: a repeat twice, an unknown one as zeros.
+    assert_eq!(snapshots, alone);
+    let summary: Vec<(&str, u64, u64, Option<bool>)> = snapshots
+        .iter()
+        .map(|s| (s.item.as_str(), s.likes, s.views, s.liked))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (liked.as_str(), 2, 0, Some(true)),
+            (unknown.as_str(), 0, 0, Some(false)),
+            (viewed.as_str(), 0, 1, Some(false)),
+            (liked.as_str(), 2, 0, Some(true)),
+            (unknown.as_str(), 0, 0, Some(false)),
+        ]
+    );
+    assert_eq!(snapshots[2].unique_viewers.today, 1);
+    assert_eq!(
+        snapshots[2].counters.get("stars"),
+        Some(&CounterValue::Float(2.5))
+    );
+}
+
+#[tokio::test]
+async fn the_read_script_refuses_keys_that_are_not_35_per_item() {
+    let setup = Setup::start(Settings::default());
+    let args = ["1000".to_owned(), String::new(), String::new()];
+    for count in [0, 1, 34, 36, 69, 71] {
+        let keys: Vec<String> = (0..count).map(|i| format!("{}k{i}", unique("r"))).collect();
+        let error = setup
+            .engine
+            .rest()
+            .eval(&scripts::READ, &keys, &args)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, RestError::Redis(message) if message.contains("35 KEYS per item")),
+            "{count}: {error:?}"
+        );
+    }
+    for count in [35, 70] {
+        let keys: Vec<String> = (0..count).map(|i| format!("{}k{i}", unique("r"))).collect();
+        let answer = setup
+            .engine
+            .rest()
+            .eval(&scripts::READ, &keys, &args)
+            .await
+            .unwrap();
+        assert_eq!(answer.as_array().map(Vec::len), Some(count / 35), "{count}");
+    }
 }
 
 #[tokio::test]

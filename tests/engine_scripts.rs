@@ -7,6 +7,7 @@ mod support;
 
 use engine_common::{Setup, item, unique};
 use tally::engine::{EngineError, Settings};
+use tally::outbox::{SHARDS, StreamId};
 use tally::rest::RestError;
 use tally::scripts;
 
@@ -63,10 +64,33 @@ async fn a_batch_read_after_script_flush_is_sent_once_more_with_eval() {
 
     let snapshots = setup.engine.read_many(&pages, None, 1_000).await.unwrap();
     assert_eq!(snapshots[1].likes, 1);
-    assert_eq!(setup.trips.take(), ["PIPELINE", "PIPELINE"]);
+    assert_eq!(setup.trips.take(), ["EVALSHA", "EVAL"]);
     assert_eq!(setup.trips.noscripts(), 1);
 
     setup.engine.read_many(&pages, None, 1_000).await.unwrap();
+    assert_eq!(setup.trips.take(), ["EVALSHA"]);
+}
+
+#[tokio::test]
+async fn an_audit_after_script_flush_is_sent_once_more_as_a_pipeline_of_evals() {
+    let setup = Setup::start(Settings::default());
+    let pages = [item(&unique("a")), item(&unique("b"))];
+    setup
+        .engine
+        .like(&pages[1], "u1", "u1", 1_000)
+        .await
+        .unwrap();
+    let marks = [StreamId::ZERO; SHARDS];
+    setup.engine.audit(&pages, &marks).await.unwrap();
+    setup.cli(&["SCRIPT", "FLUSH"]);
+    setup.trips.reset();
+
+    let live = setup.engine.audit(&pages, &marks).await.unwrap();
+    assert_eq!((live[0].exists, live[1].likes), (false, 1));
+    assert_eq!(setup.trips.take(), ["PIPELINE", "PIPELINE"]);
+    assert_eq!(setup.trips.noscripts(), 1);
+
+    setup.engine.audit(&pages, &marks).await.unwrap();
     assert_eq!(setup.trips.take(), ["PIPELINE"]);
 }
 

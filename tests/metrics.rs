@@ -366,23 +366,6 @@ async fn a_like_counts_once_per_change_and_a_repeat_counts_nothing() {
     );
 }
 
-/// Calls of EVALSHA and EVAL that Redis has run so far.
-fn script_calls(redis: &Redis) -> u64 {
-    redis
-        .cli(&["INFO", "commandstats"])
-        .lines()
-        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-        .filter_map(|l| {
-            l.split("calls=")
-                .nth(1)?
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum()
-}
-
 /// Waits until the metrics hash counts `field` at least `at_least` times.
 fn wait_for_field(redis: &Redis, field: &str, at_least: u64) -> Instant {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -419,11 +402,11 @@ async fn a_request_makes_one_round_trip_and_its_metrics_follow_after_the_respons
     assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
     let flushed = wait_for_field(&stack.redis, field, 1);
 
-    let before = script_calls(&stack.redis);
+    let before = stack.redis.script_calls();
     assert_eq!(http.get(&url).send().await.unwrap().status(), 200);
     let answered = Instant::now();
     assert_eq!(
-        script_calls(&stack.redis),
+        stack.redis.script_calls(),
         before + 1,
         "the response cost exactly one script call; the flush had not run yet"
     );
@@ -433,7 +416,7 @@ async fn a_request_makes_one_round_trip_and_its_metrics_follow_after_the_respons
     );
 
     let counted = wait_for_field(&stack.redis, field, 2);
-    assert_eq!(script_calls(&stack.redis), before + 2, "then one flush");
+    assert_eq!(stack.redis.script_calls(), before + 2, "then one flush");
     assert!(
         counted - flushed >= Duration::from_secs(9),
         "the flush waited for its window ({:?})",

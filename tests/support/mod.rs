@@ -184,6 +184,23 @@ impl Redis {
             .expect("run redis-cli");
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
+
+    /// Calls of `EVALSHA` and `EVAL` this server has run so far (`INFO
+    /// commandstats`; the commands a script runs count apart, under their names).
+    pub fn script_calls(&self) -> u64 {
+        self.cli(&["INFO", "commandstats"])
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+            .filter_map(|l| {
+                l.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
 }
 
 /// The project's REST gateway, served in-process on a runtime of its own.

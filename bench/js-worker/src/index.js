@@ -7,7 +7,9 @@
 // rate_limit_lib.lua for the rate-limited scripts, then the script) with the
 // same KEYS and ARGV as src/engine.rs, so Redis does the same work for both
 // workers (a counted view updates trending inside the view script: one script
-// per view), and answers with the same JSON. When a script's KEYS or ARGV
+// per view), and answers with the same JSON. The one difference is the batch
+// read: here one script call per item in one pipeline, as @upstash/redis
+// users batch; the Rust worker reads them all in one call of read.lua. When a script's KEYS or ARGV
 // change, change the call here too: the benchmark fails on any non-2xx answer.
 // It runs without a system of record: the scripts get their outbox stream key
 // (the same shard as src/outbox.rs picks) and the flag '0', so they append nothing.
@@ -249,7 +251,9 @@ async function read(request, rawItem, s) {
   const claims = await identity(request, s, now);
   checkItem(s, item);
   const [keys, args] = readCall(s, item, claims?.sub ?? "", now);
-  return json(snapshot(item, await redisCall(() => s.read.exec(keys, args))));
+  // The script answers one snapshot per item asked: here, one.
+  const [answer] = await redisCall(() => s.read.exec(keys, args));
+  return json(snapshot(item, answer));
 }
 
 async function readMany(request, url, s) {
@@ -264,8 +268,10 @@ async function readMany(request, url, s) {
   const claims = await identity(request, s, now);
   for (const item of items) checkItem(s, item);
   const calls = items.map((item) => readCall(s, item, claims?.sub ?? "", now));
-  // One /pipeline of EVALSHAs; if Redis lost the script, once more with EVAL
-  // (a read script changes nothing, so running it twice is harmless).
+  // One /pipeline of EVALSHAs, one per item; if Redis lost the script, once
+  // more with EVAL (a read script changes nothing, so running it twice is
+  // harmless). (read.lua takes any number of items in one call; the Rust
+  // worker sends a batch that way, as one EVALSHA.)
   const batch = async (send) => {
     const pipeline = s.redis.pipeline();
     for (const [keys, args] of calls) send(pipeline, keys, args);
@@ -279,7 +285,7 @@ async function readMany(request, url, s) {
   }
   const snapshots = answers.map((answer, i) => {
     if (answer.error) throw new HttpError(503, "backend_unavailable", "the counter store is unavailable, retry shortly");
-    return snapshot(items[i], answer.result);
+    return snapshot(items[i], answer.result[0]);
   });
   return json({ items: snapshots });
 }
