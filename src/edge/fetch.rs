@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use wasm_bindgen::prelude::{Closure, wasm_bindgen};
 use worker::js_sys::Function;
-use worker::wasm_bindgen::JsCast;
+use worker::wasm_bindgen::{JsCast, JsValue};
 
 use super::http;
 use crate::rest::{BoxFuture, RestError, Transport};
@@ -27,8 +27,8 @@ extern "C" {
     /// once it has the answer or has failed.
     #[wasm_bindgen(js_name = post)]
     fn post_js(
-        url: &str,
-        authorization: &str,
+        url: &JsValue,
+        authorization: &JsValue,
         body: &[u8],
         millis: u32,
         id: u32,
@@ -55,6 +55,10 @@ thread_local! {
     /// per concurrent request, so a list.
     static IN_FLIGHT: RefCell<Vec<InFlight>> = const { RefCell::new(Vec::new()) };
     static NEXT_ID: Cell<u32> = const { Cell::new(0) };
+    /// The URLs and `Authorization` values sent so far as JavaScript strings
+    /// (a client has two URLs and one key), so that none is decoded from wasm
+    /// memory again per request.
+    static STRINGS: RefCell<Vec<(String, JsValue)>> = const { RefCell::new(Vec::new()) };
     /// [`deliver`] as a JavaScript function, made once (and kept for the isolate's life).
     static DELIVER: Function = Closure::<dyn FnMut(u32, u16, f64, Vec<u8>)>::new(deliver)
         .into_js_value()
@@ -145,7 +149,31 @@ impl Transport for FetchTransport {
                 waker: None,
             });
         });
-        DELIVER.with(|deliver| post_js(url, authorization, &body, millis, id, deliver));
+        STRINGS.with_borrow_mut(|strings| {
+            let url = js_string(strings, url);
+            let authorization = js_string(strings, authorization);
+            DELIVER.with(|deliver| {
+                post_js(
+                    &strings[url].1,
+                    &strings[authorization].1,
+                    &body,
+                    millis,
+                    id,
+                    deliver,
+                );
+            });
+        });
         Box::pin(Pending(id))
+    }
+}
+
+/// Where `text` is in `strings`, added first if new.
+fn js_string(strings: &mut Vec<(String, JsValue)>, text: &str) -> usize {
+    match strings.iter().position(|(known, _)| known == text) {
+        Some(at) => at,
+        None => {
+            strings.push((text.to_owned(), JsValue::from_str(text)));
+            strings.len() - 1
+        }
     }
 }

@@ -3,7 +3,7 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{counter_json, idempotency_key, item_id};
+use super::{CounterJson, idempotency_key, item_id};
 use crate::edge::config::Config;
 use crate::edge::error::AppError;
 use crate::edge::http::{self, Incoming, Reply};
@@ -46,7 +46,7 @@ pub async fn add(
     let body = serde_json::json!({
         "item": item.as_str(),
         "counter": name.as_str(),
-        "value": counter_json(&value),
+        "value": CounterJson(&value),
     });
     let mut reply = Reply::json(200, &body)?;
     if replayed {

@@ -85,8 +85,12 @@ pub async fn read_many(req: &Incoming, config: &Config) -> Result<Reply, AppErro
         .engine()
         .read_many(&items, who.as_ref().map(|c| c.sub.as_str()), now)
         .await?;
-    let items: Vec<_> = snapshots.iter().map(snapshot_json).collect();
-    Reply::json(200, &serde_json::json!({"items": items}))
+    #[derive(serde::Serialize)]
+    struct Items<'a> {
+        items: Vec<super::SnapshotJson<'a>>,
+    }
+    let items = snapshots.iter().map(snapshot_json).collect();
+    Reply::json(200, &Items { items })
 }
 
 /// `GET /v1/trending?window=hour|day&limit=10`: most viewed first.

@@ -42,11 +42,20 @@ pub async fn set(
     if outcome.changed {
         metrics::like_changed(outcome.liked);
     }
-    let body = serde_json::json!({
-        "item": item.as_str(),
-        "likes": outcome.likes,
-        "liked": outcome.liked,
-        "changed": outcome.changed,
-    });
+    let body = LikeJson {
+        changed: outcome.changed,
+        item: item.as_str(),
+        liked: outcome.liked,
+        likes: outcome.likes,
+    };
     limited_json(&body, &rate)
+}
+
+/// A like's answer, its fields sorted as a JSON object read whole writes them.
+#[derive(serde::Serialize)]
+struct LikeJson<'a> {
+    changed: bool,
+    item: &'a str,
+    liked: bool,
+    likes: u64,
 }

@@ -65,7 +65,11 @@ pub async fn record(req: &Incoming, config: &Config, raw_item: &str) -> Result<R
     if !replayed {
         metrics::view(counted);
     }
-    let body = serde_json::json!({"item": item.as_str(), "views": views, "counted": counted});
+    let body = ViewJson {
+        counted,
+        item: item.as_str(),
+        views,
+    };
     let mut reply = limited_json(&body, &rate)?;
     if replayed {
         reply.header("Idempotent-Replayed", "true");
@@ -138,6 +142,14 @@ pub async fn series(
     };
     let body = serde_json::json!({"item": item.as_str(), "bucket": bucket_name, "points": points});
     Reply::json(200, &body)
+}
+
+/// A view's answer, its fields sorted as a JSON object read whole writes them.
+#[derive(serde::Serialize)]
+struct ViewJson<'a> {
+    counted: bool,
+    item: &'a str,
+    views: u64,
 }
 
 /// What makes two view requests "the same request" for an idempotency key.
