@@ -1,30 +1,26 @@
-// Helpers for src/edge/http.rs: a request's head comes into wasm in one call,
-// and a response goes out in one, where reading or setting each header, the
-// method, the URL and the clock would be a call into JavaScript each, and
-// building a `Headers` for `new Response` to copy would be two more.
+// Helpers for src/edge/http.rs: a request's head comes into wasm in one call
+// (the headers only some routes read, in one more), and a response goes out
+// in one, where reading or setting each header, the method, the URL and the
+// clock would be a call into JavaScript each, and building a `Headers` for
+// `new Response` to copy would be two more.
 
-/// The request headers the worker reads, in the order of `Header` in http.rs.
-const NAMES = [
-  "Origin",
-  "Authorization",
-  "Content-Length",
-  "CF-Connecting-IP",
-  "Idempotency-Key",
-  "User-Agent",
-  "If-None-Match",
-];
-
-/// The clock, the method, the URL and the headers in `NAMES`, as one string of
-/// fields joined by "\n" (which no method, normalised URL or header value can
-/// hold), an absent header as "\0" (which no header value can hold either).
+/// The clock, the method, the URL and the headers every route may read, as
+/// one string of fields joined by "\n" (which no method, normalised URL or
+/// header value can hold), an absent header as "\0" (which no header value
+/// can hold either).
 export function head(request) {
   const headers = request.headers;
-  let text = `${Date.now()}\n${request.method}\n${request.url}`;
-  for (const name of NAMES) {
-    const value = headers.get(name);
-    text += value === null ? "\n\0" : `\n${value}`;
-  }
-  return text;
+  return `${Date.now()}\n${request.method}\n${request.url}\n${headers.get("Origin") ?? "\0"}\n${
+    headers.get("Authorization") ?? "\0"
+  }\n${headers.get("Content-Length") ?? "\0"}`;
+}
+
+/// The headers only some routes read, in the same form as `head`.
+export function moreHeaders(request) {
+  const headers = request.headers;
+  return `${headers.get("CF-Connecting-IP") ?? "\0"}\n${headers.get("Idempotency-Key") ?? "\0"}\n${
+    headers.get("User-Agent") ?? "\0"
+  }\n${headers.get("If-None-Match") ?? "\0"}`;
 }
 
 /// The runtime's Response: `body` (a view of wasm memory, copied here, as the

@@ -1,7 +1,7 @@
 //! Small HTTP helpers shared by the handlers: JSON responses, headers, the
 //! body limit, the clock.
 
-use std::cell::Cell;
+use std::cell::{Cell, OnceCell};
 
 use serde::Serialize;
 use wasm_bindgen::prelude::wasm_bindgen;
@@ -19,9 +19,12 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024;
 // a request's head comes in with one call and a response goes out with one (`http.js`).
 #[wasm_bindgen(module = "/src/edge/http.js")]
 extern "C" {
-    /// The clock, method, URL and the headers of [`Header`], "\n"-joined.
+    /// The clock, method, URL, `Origin`, `Authorization` and `Content-Length`, "\n"-joined.
     #[wasm_bindgen(js_name = head)]
     fn head_js(request: &Request) -> String;
+    /// `CF-Connecting-IP`, `Idempotency-Key`, `User-Agent` and `If-None-Match`, "\n"-joined.
+    #[wasm_bindgen(js_name = moreHeaders)]
+    fn more_headers_js(request: &Request) -> String;
     /// `new Response(body, {status, headers})`, the body copied.
     #[wasm_bindgen(js_name = respond)]
     fn respond_js(body: &[u8], status: u16, json: bool, extra: &str) -> web_sys::Response;
@@ -30,7 +33,7 @@ extern "C" {
     fn with_headers_js(response: &web_sys::Response, extra: &str) -> web_sys::Response;
 }
 
-/// The request headers the worker reads, in the order `http.js` sends them.
+/// The request headers the worker reads.
 #[derive(Debug, Clone, Copy)]
 pub enum Header {
     /// `Origin`: CORS.
@@ -49,55 +52,85 @@ pub enum Header {
     IfNoneMatch,
 }
 
-/// Method, URL, then one field per [`Header`].
-const FIELDS: usize = 2 + 7;
+/// `N` fields of one string from `http.js`: "\n"-joined (no method,
+/// normalised URL or header value holds a line break), an absent header "\0"
+/// (which no header value holds either).
+struct Fields<const N: usize> {
+    text: String,
+    /// Where each field starts and ends; an absent header is `None`.
+    spans: [Option<(usize, usize)>; N],
+}
+
+impl<const N: usize> Fields<N> {
+    fn parse(text: String) -> Fields<N> {
+        let mut spans = [None; N];
+        let mut at = 0;
+        for (span, part) in spans.iter_mut().zip(text.split('\n')) {
+            if part != "\0" {
+                *span = Some((at, at + part.len()));
+            }
+            at += part.len() + 1;
+        }
+        Fields { text, spans }
+    }
+
+    fn get(&self, index: usize) -> Option<&str> {
+        let (start, end) = self.spans[index]?;
+        self.text.get(start..end)
+    }
+}
 
 /// A request as the handlers see it: the runtime's request (for its body),
-/// and its method, URL and the headers of [`Header`], read in one call.
+/// its method, URL and headers. What every request needs comes in one call
+/// into JavaScript; the headers only some routes read ([`Header::ConnectingIp`]
+/// and after), in one more, the first time one is asked for.
 pub struct Incoming {
     raw: Request,
-    head: String,
-    /// Where each field of `head` starts and ends; an absent header is `None`.
-    fields: [Option<(usize, usize)>; FIELDS],
+    /// The clock, method, URL, `Origin`, `Authorization`, `Content-Length`.
+    head: Fields<6>,
+    /// `CF-Connecting-IP`, `Idempotency-Key`, `User-Agent`, `If-None-Match`.
+    more: OnceCell<Fields<4>>,
 }
 
 impl Incoming {
     /// Reads the head of `raw`, and sets the isolate's clock from it.
     pub fn read(raw: Request) -> Incoming {
-        let head = head_js(&raw);
-        let mut fields = [None; FIELDS];
-        let mut parts = head.split('\n');
-        if let Some(clock) = parts.next().and_then(|ms| ms.parse::<f64>().ok()) {
+        let head = Fields::parse(head_js(&raw));
+        if let Some(clock) = head.get(0).and_then(|ms| ms.parse::<f64>().ok()) {
             advance_clock(clock);
         }
-        let mut at = head.find('\n').map_or(head.len(), |end| end + 1);
-        for (field, part) in fields.iter_mut().zip(parts) {
-            if part != "\0" {
-                *field = Some((at, at + part.len()));
-            }
-            at += part.len() + 1;
+        Incoming {
+            raw,
+            head,
+            more: OnceCell::new(),
         }
-        Incoming { raw, head, fields }
-    }
-
-    fn field(&self, index: usize) -> Option<&str> {
-        let (start, end) = self.fields[index]?;
-        self.head.get(start..end)
     }
 
     /// The method, as sent (`worker::Method` would read unknown ones as GET).
     pub fn method(&self) -> &str {
-        self.field(0).unwrap_or_default()
+        self.head.get(1).unwrap_or_default()
     }
 
     /// The URL, as the runtime normalised it.
     pub fn url(&self) -> &str {
-        self.field(1).unwrap_or_default()
+        self.head.get(2).unwrap_or_default()
     }
 
-    /// A request header of [`Header`], if sent.
+    /// A request header, if sent.
     pub fn header(&self, header: Header) -> Option<&str> {
-        self.field(2 + header as usize)
+        let more = || {
+            self.more
+                .get_or_init(|| Fields::parse(more_headers_js(&self.raw)))
+        };
+        match header {
+            Header::Origin => self.head.get(3),
+            Header::Authorization => self.head.get(4),
+            Header::ContentLength => self.head.get(5),
+            Header::ConnectingIp => more().get(0),
+            Header::IdempotencyKey => more().get(1),
+            Header::UserAgent => more().get(2),
+            Header::IfNoneMatch => more().get(3),
+        }
     }
 
     /// The runtime's request.
