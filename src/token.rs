@@ -109,6 +109,73 @@ pub fn verify(token: &str, secret: &[u8], now: i64) -> Result<Claims, TokenError
     })
 }
 
+/// How many verified tokens an isolate keeps ([`verify_cached`]).
+pub const VERIFIED_TOKENS: usize = 256;
+
+/// Tokens verified lately under one secret: at most [`VERIFIED_TOKENS`], the
+/// oldest replaced first, each found by a hash of the whole token and then
+/// compared whole.
+#[derive(Default)]
+struct Verified {
+    secret: Vec<u8>,
+    entries: Vec<(u64, String, Claims)>,
+    /// The entry the next new token replaces, once full.
+    next: usize,
+}
+
+impl Verified {
+    fn find(&self, hash: u64, token: &str) -> Option<&Claims> {
+        self.entries
+            .iter()
+            .find(|(h, t, _)| *h == hash && t == token)
+            .map(|(_, _, claims)| claims)
+    }
+
+    fn keep(&mut self, hash: u64, token: &str, claims: &Claims) {
+        let entry = (hash, token.to_owned(), claims.clone());
+        if self.entries.len() < VERIFIED_TOKENS {
+            self.entries.push(entry);
+        } else {
+            self.entries[self.next] = entry;
+            self.next = (self.next + 1) % VERIFIED_TOKENS;
+        }
+    }
+}
+
+/// [`verify`], remembering the tokens that verified (per thread: one, in an
+/// isolate), so that a caller's next requests with the same token skip the
+/// HMAC, the base64 and the JSON. Only a token that verified under this very
+/// secret is kept, and a kept token is still refused once it has expired.
+pub fn verify_cached(token: &str, secret: &[u8], now: i64) -> Result<Claims, TokenError> {
+    thread_local! {
+        static VERIFIED: RefCell<Verified> = RefCell::default();
+    }
+    let hash = fnv1a(token.as_bytes());
+    let kept = VERIFIED.with_borrow_mut(|verified| {
+        if verified.secret != secret {
+            *verified = Verified {
+                secret: secret.to_vec(),
+                ..Verified::default()
+            };
+        }
+        verified.find(hash, token).cloned()
+    });
+    if let Some(claims) = kept.filter(|claims| claims.exp > now) {
+        return Ok(claims);
+    }
+    // New, or expired (verified again, to be refused for the right reason).
+    let claims = verify(token, secret, now)?;
+    VERIFIED.with_borrow_mut(|verified| verified.keep(hash, token, &claims));
+    Ok(claims)
+}
+
+/// FNV-1a (64 bit): a cheap hash to find a kept token by.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// Mints an HS256 token carrying `claims`.
 pub fn sign(claims: &Claims, secret: &[u8]) -> String {
     const HEADER: &str = r#"{"alg":"HS256","typ":"JWT"}"#;
@@ -322,5 +389,90 @@ mod tests {
                 "{token:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_kept_token_answers_its_claims_and_is_refused_once_expired() {
+        let claims = Claims {
+            sub: "kept-user".into(),
+            exp: NOW + 10,
+            count_views: false,
+        };
+        let token = sign(&claims, SECRET);
+        assert_eq!(verify_cached(&token, SECRET, NOW), Ok(claims.clone()));
+        // Kept now: the same answer, and still the expiry is checked.
+        assert_eq!(verify_cached(&token, SECRET, NOW + 9), Ok(claims));
+        assert_eq!(
+            verify_cached(&token, SECRET, NOW + 10),
+            Err(TokenError::Expired)
+        );
+    }
+
+    #[test]
+    fn a_kept_token_does_not_verify_under_another_secret() {
+        let token = sign(
+            &Claims {
+                sub: "secret-bound".into(),
+                exp: NOW + 60,
+                count_views: true,
+            },
+            SECRET,
+        );
+        assert!(verify_cached(&token, SECRET, NOW).is_ok());
+        assert_eq!(
+            verify_cached(&token, b"another secret", NOW),
+            Err(TokenError::Signature)
+        );
+        // Nor does a token that failed get kept as if it had passed.
+        assert_eq!(
+            verify_cached(&token, b"another secret", NOW),
+            Err(TokenError::Signature)
+        );
+    }
+
+    #[test]
+    fn a_tampered_token_is_refused_every_time() {
+        let token = sign(
+            &Claims {
+                sub: "tampered".into(),
+                exp: NOW + 60,
+                count_views: true,
+            },
+            SECRET,
+        );
+        // The genuine token is kept; one with another signature is not it.
+        assert!(verify_cached(&token, SECRET, NOW).is_ok());
+        let mut tampered = token.clone();
+        tampered.pop();
+        tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+        for _ in 0..2 {
+            assert_eq!(
+                verify_cached(&tampered, SECRET, NOW),
+                Err(TokenError::Signature)
+            );
+        }
+    }
+
+    #[test]
+    fn the_kept_tokens_are_bounded_and_the_oldest_go_first() {
+        let mut verified = Verified::default();
+        let claims = |n: usize| Claims {
+            sub: format!("user-{n}"),
+            exp: NOW + 60,
+            count_views: true,
+        };
+        for n in 0..=VERIFIED_TOKENS {
+            let token = format!("token-{n}");
+            verified.keep(fnv1a(token.as_bytes()), &token, &claims(n));
+        }
+        assert_eq!(verified.entries.len(), VERIFIED_TOKENS);
+        assert!(verified.find(fnv1a(b"token-0"), "token-0").is_none());
+        let last = format!("token-{VERIFIED_TOKENS}");
+        assert_eq!(
+            verified.find(fnv1a(last.as_bytes()), &last),
+            Some(&claims(VERIFIED_TOKENS))
+        );
+        // A hash that matches but a token that differs is not a match.
+        assert!(verified.find(fnv1a(b"token-1"), "token-x").is_none());
     }
 }

@@ -17,7 +17,7 @@ pub fn optional(req: &Incoming, config: &Config, now: i64) -> Result<Option<Clai
     let Some(credential) = http::bearer(req)? else {
         return Ok(None);
     };
-    token::verify(credential, config.jwt_secret.as_bytes(), now)
+    token::verify_cached(credential, config.jwt_secret.as_bytes(), now)
         .map(Some)
         .map_err(|e| AppError::Unauthorized(e.to_string()))
 }
