@@ -11,7 +11,6 @@
 //! (tests, benchmarks), in the worker the runtime's own `fetch` (the edge's), so
 //! the wasm carries no HTTP client of its own.
 
-use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -228,8 +227,8 @@ impl RestClient {
     pub async fn command<S: AsRef<str>>(&self, args: &[S]) -> Result<Value, RestError> {
         let name = args.first().map(|a| a.as_ref()).unwrap_or("");
         let name = name.to_ascii_uppercase();
-        let args: Vec<&str> = args.iter().map(AsRef::as_ref).collect();
-        self.observed(&name, None, self.post_command(&args)).await
+        let command = command_json(args.iter().map(AsRef::as_ref));
+        self.observed(&name, None, self.post_command(command)).await
     }
 
     /// Runs `script` with `EVALSHA`; only on `NOSCRIPT` sends it again with
@@ -244,7 +243,7 @@ impl RestClient {
             .observed(
                 "EVALSHA",
                 Some(script.name()),
-                self.post_command(&script_command("EVALSHA", script.sha1(), keys, args)),
+                self.post_command(script_command("EVALSHA", script.sha1(), keys, args)),
             )
             .await;
         match first {
@@ -253,7 +252,7 @@ impl RestClient {
                 self.observed(
                     "EVAL",
                     Some(script.name()),
-                    self.post_command(&script_command("EVAL", script.source(), keys, args)),
+                    self.post_command(script_command("EVAL", script.source(), keys, args)),
                 )
                 .await
             }
@@ -268,7 +267,11 @@ impl RestClient {
         &self,
         commands: &[Vec<String>],
     ) -> Result<Vec<Result<Value, RestError>>, RestError> {
-        self.observed("PIPELINE", None, self.post_pipeline(commands))
+        let commands: Vec<_> = commands
+            .iter()
+            .map(|command| command_json(command.iter().map(String::as_str)))
+            .collect();
+        self.observed("PIPELINE", None, self.post_pipeline(&commands))
             .await
     }
 
@@ -332,16 +335,26 @@ impl RestClient {
         result
     }
 
-    async fn post_command<T: serde::Serialize>(&self, args: &[T]) -> Result<Value, RestError> {
-        let (status, text) = self.post(&self.url, &args).await?;
+    async fn post_command(&self, command: Vec<u8>) -> Result<Value, RestError> {
+        let (status, text) = self.post(&self.url, command).await?;
         answer::<Reply>(status, &text)?.into_result()
     }
 
-    async fn post_pipeline<C: serde::Serialize>(
+    /// Posts `commands` (each a JSON array from [`command_json`]) as one pipeline.
+    async fn post_pipeline(
         &self,
-        commands: &[C],
+        commands: &[Vec<u8>],
     ) -> Result<Vec<Result<Value, RestError>>, RestError> {
-        let (status, text) = self.post(&self.pipeline_url, &commands).await?;
+        let mut body = Vec::with_capacity(2 + commands.iter().map(|c| c.len() + 1).sum::<usize>());
+        body.push(b'[');
+        for (i, command) in commands.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            body.extend_from_slice(command);
+        }
+        body.push(b']');
+        let (status, text) = self.post(&self.pipeline_url, body).await?;
         let replies = answer::<Vec<Reply>>(status, &text)?;
         if replies.len() != commands.len() {
             return Err(RestError::Decode(format!(
@@ -353,12 +366,7 @@ impl RestClient {
         Ok(replies.into_iter().map(Reply::into_result).collect())
     }
 
-    async fn post<B: serde::Serialize + ?Sized>(
-        &self,
-        url: &str,
-        body: &B,
-    ) -> Result<(u16, String), RestError> {
-        let body = serde_json::to_vec(body).map_err(|e| RestError::Transport(e.to_string()))?;
+    async fn post(&self, url: &str, body: Vec<u8>) -> Result<(u16, String), RestError> {
         let (status, bytes) = self
             .transport
             .post(url, &self.authorization, body, self.timeout)
@@ -514,40 +522,87 @@ fn status_error(status: u16, text: &str) -> RestError {
     }
 }
 
-/// `EVALSHA sha numkeys keys... args...` (or `EVAL source ...`).
-/// Borrows everything but the key count, which any number of keys spells right.
-fn script_command<'a>(
-    verb: &'a str,
-    body: &'a str,
-    keys: &'a [String],
-    args: &'a [String],
-) -> Vec<Cow<'a, str>> {
-    let mut command = Vec::with_capacity(3 + keys.len() + args.len());
-    command.push(Cow::Borrowed(verb));
-    command.push(Cow::Borrowed(body));
-    command.push(Cow::Owned(keys.len().to_string()));
-    command.extend(keys.iter().map(|key| Cow::Borrowed(key.as_str())));
-    command.extend(args.iter().map(|arg| Cow::Borrowed(arg.as_str())));
-    command
+/// `EVALSHA sha numkeys keys... args...` (or `EVAL source ...`), as JSON.
+fn script_command(verb: &str, body: &str, keys: &[String], args: &[String]) -> Vec<u8> {
+    let count = keys.len().to_string();
+    command_json(
+        [verb, body, count.as_str()]
+            .into_iter()
+            .chain(keys.iter().map(String::as_str))
+            .chain(args.iter().map(String::as_str)),
+    )
+}
+
+/// `parts` as the JSON array of strings the REST API takes, written straight
+/// into bytes: a string with nothing to escape (keys, numbers, ids, SHA1s)
+/// is copied as it is, anything else is escaped by `serde_json`. The bytes
+/// are those `serde_json` writes for the same array.
+fn command_json<'a>(parts: impl Iterator<Item = &'a str> + Clone) -> Vec<u8> {
+    let size = parts.clone().map(|part| part.len() + 3).sum::<usize>() + 2;
+    let mut json = Vec::with_capacity(size);
+    json.push(b'[');
+    for (i, part) in parts.enumerate() {
+        if i > 0 {
+            json.push(b',');
+        }
+        if part.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            json.push(b'"');
+            json.extend_from_slice(part.as_bytes());
+            json.push(b'"');
+        } else {
+            // Writing into a Vec does not fail, and a &str is always valid JSON text.
+            let _ = serde_json::to_writer(&mut json, part);
+        }
+    }
+    json.push(b']');
+    json
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parsed(json: &[u8]) -> Vec<String> {
+        serde_json::from_slice(json).unwrap()
+    }
+
     #[test]
     fn a_script_command_counts_its_keys() {
         let keys = vec!["k1".to_owned(), "k2".to_owned()];
         let args = vec!["a".to_owned()];
         assert_eq!(
-            script_command("EVALSHA", "abc", &keys, &args),
+            parsed(&script_command("EVALSHA", "abc", &keys, &args)),
             ["EVALSHA", "abc", "2", "k1", "k2", "a"]
         );
         // A read takes 35 keys per item; no count falls back to "0", however many.
         let many: Vec<String> = (0..35).map(|i| format!("k{i}")).collect();
-        assert_eq!(script_command("EVALSHA", "abc", &many, &args)[2], "35");
+        assert_eq!(
+            parsed(&script_command("EVALSHA", "abc", &many, &args))[2],
+            "35"
+        );
         let more: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
-        assert_eq!(script_command("EVALSHA", "abc", &more, &args)[2], "200");
+        assert_eq!(
+            parsed(&script_command("EVALSHA", "abc", &more, &args))[2],
+            "200"
+        );
+    }
+
+    #[test]
+    fn a_command_is_the_json_serde_json_writes_whatever_its_strings_hold() {
+        let parts = [
+            "EVAL",
+            "local x = \"a\\\\b\"\nreturn x\t",
+            "tally:{blog/2026/hello}:viewers:1764460800",
+            "",
+            "caf\u{e9} \u{1f600}",
+            "\u{0}\u{1f}\u{7f}",
+            "{\"by\": 1}",
+        ];
+        assert_eq!(
+            command_json(parts.iter().copied()),
+            serde_json::to_vec(&parts).unwrap()
+        );
+        assert_eq!(command_json(std::iter::empty()), b"[]");
     }
 
     #[test]
