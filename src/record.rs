@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::decimal;
 use crate::engine::{Amount, CounterValue, FLOAT_DIGITS, ItemSnapshot, UniqueViewers};
 use crate::keys::Bucket;
 use crate::outbox::{self, Batch, Event, Op, SHARDS, StreamId};
@@ -652,9 +653,7 @@ impl CounterRow {
             return CounterValue::Int(self.int_value);
         }
         let sum = self.int_value as f64 + self.float_value;
-        let rounded: f64 = format!("{:.*e}", FLOAT_DIGITS - 1, sum)
-            .parse()
-            .unwrap_or(sum);
+        let rounded = decimal::parse(&format!("{:.*e}", FLOAT_DIGITS - 1, sum)).unwrap_or(sum);
         if rounded.fract() == 0.0 && rounded.abs() < 1e15 {
             return CounterValue::Int(rounded as i64);
         }
