@@ -1029,7 +1029,7 @@ pub(crate) fn non_negative(n: i64) -> u64 {
 
 /// An answer in a shape the engine does not know, shown (up to 200 bytes) in the error.
 pub(crate) fn unexpected(what: &str, value: &Value) -> EngineError {
-    let mut shown = value.to_string();
+    let mut shown = serde_json::to_string(value).unwrap_or_default();
     shown.truncate(200);
     EngineError::Unexpected(format!("{what}: {shown}"))
 }

@@ -299,7 +299,10 @@ pub fn split(batch: &Batch, after: &[StreamId; SHARDS], size: usize) -> Vec<Batc
 
 /// The marks as `outbox_state.marks` stores them: a JSON array of [`SHARDS`] ids.
 pub fn marks_json(marks: &[StreamId; SHARDS]) -> String {
-    Value::from(marks.iter().map(ToString::to_string).collect::<Vec<_>>()).to_string()
+    serde_json::to_string(&Value::from(
+        marks.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    ))
+    .unwrap_or_default()
 }
 
 /// Reads `outbox_state.marks`: `[]` (nothing applied yet) or [`SHARDS`] ids.
@@ -499,7 +502,9 @@ impl Segment {
             if !rows.is_empty() {
                 out.push(Statement {
                     sql,
-                    rows: Value::Array(rows).to_string(),
+                    // Not `Value`'s `to_string`: its `Display` carries serde_json's
+                    // pretty printer too (1.4 KB of the gzipped wasm). It cannot fail.
+                    rows: serde_json::to_string(&rows).unwrap_or_default(),
                 });
             }
         };
