@@ -307,7 +307,10 @@ pub fn marks_json(marks: &[StreamId; SHARDS]) -> String {
 
 /// Reads `outbox_state.marks`: `[]` (nothing applied yet) or [`SHARDS`] ids.
 pub fn parse_marks(text: &str) -> Option<[StreamId; SHARDS]> {
-    let ids: Vec<String> = serde_json::from_str(text).ok()?;
+    // Read as a `Value`, whose parser the wasm has anyway, not as a `Vec<String>`.
+    let Value::Array(ids) = serde_json::from_str(text).ok()? else {
+        return None;
+    };
     let mut marks = [StreamId::ZERO; SHARDS];
     if ids.is_empty() {
         return Some(marks);
@@ -316,7 +319,7 @@ pub fn parse_marks(text: &str) -> Option<[StreamId; SHARDS]> {
         return None;
     }
     for (mark, id) in marks.iter_mut().zip(&ids) {
-        *mark = StreamId::parse(id)?;
+        *mark = StreamId::parse(id.as_str()?)?;
     }
     Some(marks)
 }
@@ -923,6 +926,11 @@ mod tests {
         assert_eq!(parse_marks("[]"), Some([StreamId::ZERO; SHARDS]));
         assert_eq!(parse_marks("[\"1-0\"]"), None);
         assert_eq!(parse_marks("nope"), None);
+        assert_eq!(parse_marks("{}"), None);
+        let numbers = serde_json::to_string(&[1; SHARDS]).unwrap();
+        assert_eq!(parse_marks(&numbers), None);
+        let text = marks_json(&marks);
+        assert_eq!(parse_marks(&text.replacen("\"42-0\"", "null", 1)), None);
     }
 
     #[test]
