@@ -1009,8 +1009,8 @@ fn counter_value(text: &str) -> Option<CounterValue> {
     if let Ok(n) = text.parse::<i64>() {
         return Some(CounterValue::Int(n));
     }
-    let f: f64 = text.parse().ok().filter(|f: &f64| f.is_finite())?;
-    let rounded: f64 = format!("{:.*e}", FLOAT_DIGITS - 1, f).parse().ok()?;
+    let f = crate::decimal::parse(text).filter(|f| f.is_finite())?;
+    let rounded = crate::decimal::parse(&format!("{:.*e}", FLOAT_DIGITS - 1, f))?;
     Some(CounterValue::Float(rounded))
 }
 
@@ -1041,7 +1041,7 @@ fn as_i64(value: &Value) -> Option<i64> {
 fn as_f64(value: &Value) -> Option<f64> {
     match value {
         Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.parse().ok(),
+        Value::String(s) => crate::decimal::parse(s),
         _ => None,
     }
 }
@@ -1053,7 +1053,7 @@ pub(crate) fn non_negative(n: i64) -> u64 {
 
 /// An answer in a shape the engine does not know, shown (up to 200 bytes) in the error.
 pub(crate) fn unexpected(what: &str, value: &Value) -> EngineError {
-    let mut shown = value.to_string();
+    let mut shown = serde_json::to_string(value).unwrap_or_default();
     shown.truncate(200);
     EngineError::Unexpected(format!("{what}: {shown}"))
 }

@@ -3,6 +3,7 @@
 //! The crate is split along one boundary you can see in the tree:
 //!
 //! - pure modules, which know nothing of `worker` and build and test natively:
+//!   - [`decimal`]: decimal text to `f64`, as `str::parse` reads it, without core's parser in the wasm;
 //!   - [`item`]: item ids and custom counter names, validated;
 //!   - [`keys`]: every Redis key name, under one prefix;
 //!   - [`scripts`]: the Lua scripts and their SHA1s;
@@ -25,6 +26,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod badge;
+pub mod decimal;
 pub mod engine;
 pub mod item;
 pub mod keys;

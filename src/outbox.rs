@@ -17,6 +17,7 @@ use std::fmt;
 
 use serde_json::Value;
 
+use crate::decimal;
 use crate::engine::{Amount, CounterValue};
 use crate::item::ItemId;
 
@@ -190,9 +191,7 @@ impl Event {
                 let by = field("by")?;
                 let by = match field("kind")? {
                     "int" => by.parse().ok().map(Amount::Int),
-                    "float" => by
-                        .parse::<f64>()
-                        .ok()
+                    "float" => decimal::parse(by)
                         .filter(|f| f.is_finite())
                         .map(Amount::Float),
                     _ => None,

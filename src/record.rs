@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::decimal;
 use crate::engine::{Amount, CounterValue, FLOAT_DIGITS, ItemSnapshot, UniqueViewers};
 use crate::keys::Bucket;
 use crate::outbox::{self, Batch, Event, Op, SHARDS, StreamId};
@@ -298,12 +299,18 @@ pub fn split(batch: &Batch, after: &[StreamId; SHARDS], size: usize) -> Vec<Batc
 
 /// The marks as `outbox_state.marks` stores them: a JSON array of [`SHARDS`] ids.
 pub fn marks_json(marks: &[StreamId; SHARDS]) -> String {
-    Value::from(marks.iter().map(ToString::to_string).collect::<Vec<_>>()).to_string()
+    serde_json::to_string(&Value::from(
+        marks.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    ))
+    .unwrap_or_default()
 }
 
 /// Reads `outbox_state.marks`: `[]` (nothing applied yet) or [`SHARDS`] ids.
 pub fn parse_marks(text: &str) -> Option<[StreamId; SHARDS]> {
-    let ids: Vec<String> = serde_json::from_str(text).ok()?;
+    // Read as a `Value`, whose parser the wasm has anyway, not as a `Vec<String>`.
+    let Value::Array(ids) = serde_json::from_str(text).ok()? else {
+        return None;
+    };
     let mut marks = [StreamId::ZERO; SHARDS];
     if ids.is_empty() {
         return Some(marks);
@@ -312,7 +319,7 @@ pub fn parse_marks(text: &str) -> Option<[StreamId; SHARDS]> {
         return None;
     }
     for (mark, id) in marks.iter_mut().zip(&ids) {
-        *mark = StreamId::parse(id)?;
+        *mark = StreamId::parse(id.as_str()?)?;
     }
     Some(marks)
 }
@@ -494,14 +501,19 @@ impl Segment {
         // Rows are pushed by loops and built by one function, not by a
         // `map(..).collect()` per statement: each closure is another copy of
         // the iterator code in the wasm.
-        let mut push = |sql: &'static str, rows: Vec<Value>| {
+        // Not `Value`'s `to_string`: its `Display` carries serde_json's pretty
+        // printer too (1.4 KB of the gzipped wasm). It cannot fail.
+        fn json(rows: &[Value]) -> String {
+            serde_json::to_string(rows).unwrap_or_default()
+        }
+        fn push(out: &mut Vec<Statement>, sql: &'static str, rows: Vec<Value>) {
             if !rows.is_empty() {
                 out.push(Statement {
                     sql,
-                    rows: Value::Array(rows).to_string(),
+                    rows: json(&rows),
                 });
             }
-        };
+        }
         let text = |s: &String| Value::from(s.as_str());
         match self {
             Segment::Deltas(d) => {
@@ -509,49 +521,53 @@ impl Segment {
                 for ((item, _, _), s) in &d.items {
                     touched.insert(item.clone());
                     let (views, t) = (s.views.into(), s.t.into());
-                    items.push(object(&[("item", text(item)), ("views", views), ("t", t)]));
+                    items.push(object(&mut [
+                        ("item", text(item)),
+                        ("views", views),
+                        ("t", t),
+                    ]));
                 }
-                push(ITEMS_ADD, items);
+                push(out, ITEMS_ADD, items);
                 let (mut added, mut removed, mut liked) = (Vec::new(), Vec::new(), Vec::new());
                 for ((item, who, _), s) in &d.likers {
-                    let row = object(&[("item", text(item)), ("who", text(who))]);
+                    let row = object(&mut [("item", text(item)), ("who", text(who))]);
                     if s.likes {
                         added.push(row);
                     } else {
                         removed.push(row);
                     }
                     // The likers are sorted by item: each item once, in order.
-                    if liked.last() != Some(&text(item)) {
+                    if liked.last().and_then(Value::as_str) != Some(item.as_str()) {
                         liked.push(text(item));
                     }
                 }
-                push(LIKERS_ADD, added);
-                push(LIKERS_REMOVE, removed);
-                push(LIKES_RECOUNT, liked);
+                push(out, LIKERS_ADD, added);
+                push(out, LIKERS_REMOVE, removed);
+                push(out, LIKES_RECOUNT, liked);
                 let mut days = Vec::new();
                 for ((item, _, day), s) in &d.days {
                     let (day, views) = ((*day).into(), s.views.into());
-                    days.push(object(&[
+                    days.push(object(&mut [
                         ("item", text(item)),
                         ("day", day),
                         ("views", views),
                     ]));
                 }
-                push(DAYS_ADD, days);
+                push(out, DAYS_ADD, days);
                 let mut counters = Vec::new();
                 for ((item, name, _), s) in &d.counters {
                     counters.push(counter_row(item, name, s));
                 }
-                push(COUNTERS_ADD, counters);
+                push(out, COUNTERS_ADD, counters);
             }
             Segment::Imports(imports) => {
                 let (mut items, mut sets, mut recount) = (Vec::new(), Vec::new(), Vec::new());
                 for ((item, _, _), i) in &imports.items {
                     touched.insert(item.clone());
-                    let row = [("item", text(item)), ("views", 0.into()), ("t", i.t.into())];
-                    items.push(object(&row));
+                    let mut row = [("item", text(item)), ("views", 0.into()), ("t", i.t.into())];
+                    items.push(object(&mut row));
                     let (views, base) = (i.set_views.into(), i.likes_base.into());
-                    sets.push(object(&[
+                    sets.push(object(&mut [
                         ("item", text(item)),
                         ("views", views),
                         ("likes_base", base),
@@ -562,51 +578,60 @@ impl Segment {
                 for ((item, name, _), s) in &imports.counters {
                     counters.push(counter_row(item, name, s));
                 }
-                push(ITEMS_ADD, items);
-                push(IMPORT_SET, sets);
-                push(COUNTERS_SET, counters);
-                push(LIKES_RECOUNT, recount);
+                push(out, ITEMS_ADD, items);
+                push(out, IMPORT_SET, sets);
+                push(out, COUNTERS_SET, counters);
+                push(out, LIKES_RECOUNT, recount);
             }
             Segment::Merges(merges) => {
                 let (mut items, mut pairs, mut recount) = (Vec::new(), Vec::new(), Vec::new());
                 for m in merges {
                     touched.insert(m.to.clone());
                     touched.insert(m.from.clone());
-                    let row = [
+                    let mut row = [
                         ("item", text(&m.to)),
                         ("views", 0.into()),
                         ("t", m.t.into()),
                     ];
-                    items.push(object(&row));
-                    pairs.push(object(&[("to", text(&m.to)), ("from", text(&m.from))]));
+                    items.push(object(&mut row));
+                    pairs.push(object(&mut [("to", text(&m.to)), ("from", text(&m.from))]));
                     recount.push(text(&m.to));
                 }
-                push(ITEMS_ADD, items);
-                push(MERGE_LIKERS, pairs.clone());
-                push(MERGE_ITEMS, pairs.clone());
-                push(MERGE_DAYS, pairs.clone());
-                push(MERGE_COUNTERS, pairs.clone());
-                for delete in MERGE_DELETES {
-                    push(delete, pairs.clone());
+                push(out, ITEMS_ADD, items);
+                // One text for every merge statement, not a copy of the rows each.
+                if !pairs.is_empty() {
+                    let pairs = json(&pairs);
+                    for sql in [MERGE_LIKERS, MERGE_ITEMS, MERGE_DAYS, MERGE_COUNTERS] {
+                        out.push(Statement {
+                            sql,
+                            rows: pairs.clone(),
+                        });
+                    }
+                    for delete in MERGE_DELETES {
+                        out.push(Statement {
+                            sql: delete,
+                            rows: pairs.clone(),
+                        });
+                    }
                 }
-                push(LIKES_RECOUNT, recount);
+                push(out, LIKES_RECOUNT, recount);
             }
         }
     }
 }
 
-/// A JSON object of `fields`.
-fn object(fields: &[(&str, Value)]) -> Value {
+/// A JSON object of `fields` (their values are taken, not copied).
+fn object(fields: &mut [(&str, Value)]) -> Value {
     let mut object = serde_json::Map::new();
     for (name, value) in fields {
-        object.insert((*name).to_owned(), value.clone());
+        object.insert((*name).to_owned(), value.take());
     }
     Value::Object(object)
 }
 
 /// A counters row `{item, name, int, float, is_float}` of a sum or an imported value.
 fn counter_row(item: &str, name: &str, s: &Sum) -> Value {
-    object(&[
+    object(&mut [
         ("item", item.into()),
         ("name", name.into()),
         ("int", s.int.into()),
@@ -652,9 +677,7 @@ impl CounterRow {
             return CounterValue::Int(self.int_value);
         }
         let sum = self.int_value as f64 + self.float_value;
-        let rounded: f64 = format!("{:.*e}", FLOAT_DIGITS - 1, sum)
-            .parse()
-            .unwrap_or(sum);
+        let rounded = decimal::parse(&format!("{:.*e}", FLOAT_DIGITS - 1, sum)).unwrap_or(sum);
         if rounded.fract() == 0.0 && rounded.abs() < 1e15 {
             return CounterValue::Int(rounded as i64);
         }
@@ -919,6 +942,11 @@ mod tests {
         assert_eq!(parse_marks("[]"), Some([StreamId::ZERO; SHARDS]));
         assert_eq!(parse_marks("[\"1-0\"]"), None);
         assert_eq!(parse_marks("nope"), None);
+        assert_eq!(parse_marks("{}"), None);
+        let numbers = serde_json::to_string(&[1; SHARDS]).unwrap();
+        assert_eq!(parse_marks(&numbers), None);
+        let text = marks_json(&marks);
+        assert_eq!(parse_marks(&text.replacen("\"42-0\"", "null", 1)), None);
     }
 
     #[test]

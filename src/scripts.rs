@@ -13,25 +13,25 @@
 //! comment lines and without indentation ([`minify`], at compile time: a
 //! third of the size, in the wasm and in every `EVAL`), line numbers kept for
 //! Redis's error messages. A script's SHA1 is computed from that exact source,
-//! once, the first time it is needed.
-
-use std::sync::OnceLock;
+//! at compile time.
 
 /// A Lua script and its SHA1 (the name `EVALSHA` knows it by).
 #[derive(Debug)]
 pub struct Script {
     name: &'static str,
     source: &'static str,
-    sha1: OnceLock<String>,
+    sha1: [u8; 40],
 }
 
 impl Script {
-    /// A script called `name` (for logs and metrics) with this source.
+    /// A script called `name` (for logs and metrics) with this source. For the
+    /// scripts below (statics) the SHA1 is computed at compile time, so the
+    /// wasm carries neither a SHA1 implementation nor the work of one.
     pub const fn new(name: &'static str, source: &'static str) -> Script {
         Script {
             name,
             source,
-            sha1: OnceLock::new(),
+            sha1: hex(const_sha1::sha1(source.as_bytes()).as_bytes()),
         }
     }
 
@@ -47,9 +47,22 @@ impl Script {
 
     /// The lowercase hex SHA1 of the source, as `SCRIPT LOAD` returns it.
     pub fn sha1(&self) -> &str {
-        self.sha1
-            .get_or_init(|| sha1_smol::Sha1::from(self.source).digest().to_string())
+        // Always ASCII hex digits, so never the empty fallback.
+        std::str::from_utf8(&self.sha1).unwrap_or_default()
     }
+}
+
+/// `bytes` as lowercase hex.
+const fn hex(bytes: [u8; 20]) -> [u8; 40] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 40];
+    let mut i = 0;
+    while i < 20 {
+        out[2 * i] = DIGITS[(bytes[i] >> 4) as usize];
+        out[2 * i + 1] = DIGITS[(bytes[i] & 0xf) as usize];
+        i += 1;
+    }
+    out
 }
 
 /// Scripts are the same when their sources are.

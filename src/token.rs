@@ -183,7 +183,7 @@ pub fn sign(claims: &Claims, secret: &[u8]) -> String {
     if !claims.count_views {
         payload["tally"] = serde_json::json!({"count_views": false});
     }
-    let payload = payload.to_string();
+    let payload = serde_json::to_string(&payload).unwrap_or_default();
     let signing_input = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(HEADER),

@@ -226,7 +226,7 @@ fn counters_json(counters: &BTreeMap<String, CounterValue>) -> String {
         };
         map.insert(name.clone(), value);
     }
-    Value::Object(map).to_string()
+    serde_json::to_string(&map).unwrap_or_default()
 }
 
 /// The answer to a merge.

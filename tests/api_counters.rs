@@ -73,6 +73,39 @@ async fn reads_stay_200_whatever_text_the_counters_hash_holds() {
     assert_eq!(shared().redis.cli(&["HGET", &key, "inf"]), "inf");
 }
 
+/// The worker reads float texts through the runtime's `parseFloat` after
+/// checking Rust's grammar (src/decimal.rs): it must accept and refuse what
+/// `str::parse::<f64>` does, and round as it does.
+#[tokio::test]
+async fn the_worker_reads_a_counters_text_as_rust_parses_it() {
+    let item = unique("float-texts");
+    let key = format!("tally:{{{item}}}:counters");
+    for (field, text) in [
+        ("sum", "0.30000000000000004"),
+        ("tiny", "-2.5e-7"),
+        ("point", ".5"),
+        ("plus", "+1.5"),
+        ("trailing", "5."),
+        (
+            "long",
+            "0.1000000000000000055511151231257827021181583404541015625",
+        ),
+        ("spaced", " 1.5"),
+        ("hex", "0x10"),
+        ("comma", "1,5"),
+        ("prefix", "1.5abc"),
+        ("word", "Infinity"),
+    ] {
+        shared().redis.cli(&["HSET", &key, field, text]);
+    }
+    let one = read(&item).await;
+    assert_eq!(one.status, 200, "{:?}", one.body);
+    assert_eq!(
+        one.body["counters"],
+        json!({"sum": 0.3, "tiny": -2.5e-7, "point": 0.5, "plus": 1.5, "trailing": 5.0, "long": 0.1})
+    );
+}
+
 #[tokio::test]
 async fn a_retried_add_with_an_idempotency_key_replays_and_another_add_conflicts() {
     let item = unique("idem-counter");

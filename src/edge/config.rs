@@ -199,7 +199,7 @@ fn allowed_origins(env: &Env) -> Vec<String> {
 fn flush_interval_ms(env: &Env) -> f64 {
     env.var("METRICS_FLUSH_SECONDS")
         .ok()
-        .and_then(|v| v.to_string().trim().parse::<f64>().ok())
+        .and_then(|v| crate::decimal::parse(v.to_string().trim()))
         .filter(|s| s.is_finite() && *s >= 0.0)
         .unwrap_or(DEFAULT_FLUSH_SECONDS)
         .min(MAX_FLUSH_SECONDS)

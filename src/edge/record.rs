@@ -350,6 +350,20 @@ fn rows(answers: &[Answer], n: usize) -> Result<&[JsValue], AppError> {
         .ok_or_else(|| AppError::RecordFailed("a batch answered too few results".into()))
 }
 
+/// Every row read by `read`, or the first failure: a loop, not a
+/// `collect::<Result<Vec<_>, _>>()`, which puts about 1 KB of iterator
+/// adapters in the wasm for each call site.
+fn each<T>(
+    rows: &[JsValue],
+    read: impl Fn(&JsValue) -> Result<T, AppError>,
+) -> Result<Vec<T>, AppError> {
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        out.push(read(row)?);
+    }
+    Ok(out)
+}
+
 /// The rows a statement changed.
 fn changes(result: Option<&Answer>) -> Result<usize, AppError> {
     result
@@ -437,14 +451,10 @@ async fn check_drift(
             ],
         )
         .await?;
-        let likers = rows(&results, 0)?
-            .iter()
-            .map(|row| Ok((text(row, "item")?, text(row, "who")?)))
-            .collect::<Result<Vec<_>, AppError>>()?;
-        let counters = rows(&results, 1)?
-            .iter()
-            .map(counter_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        let likers = each(rows(&results, 0)?, |row| {
+            Ok((text(row, "item")?, text(row, "who")?))
+        })?;
+        let counters = each(rows(&results, 1)?, counter_row)?;
         for (id, row, why) in drifted {
             let item = RecordItem {
                 likes_base: u64::try_from(row.likes_base).unwrap_or(0),
@@ -515,10 +525,7 @@ pub async fn read(
     }
     let results = query(&db, &statements).await?;
     let row = rows(&results, 0)?.first().map(item_row).transpose()?;
-    let counters = rows(&results, 1)?
-        .iter()
-        .map(counter_row)
-        .collect::<Result<Vec<_>, _>>()?;
+    let counters = each(rows(&results, 1)?, counter_row)?;
     let liked = match who {
         Some(_) => match rows(&results, 2)?.first() {
             Some(row) => Some(int(row, "liked")? > 0),
@@ -565,10 +572,9 @@ pub async fn fill_old_days(
     )
     .await?;
     // In day order (`ORDER BY day`), so a binary search finds a point's day.
-    let days = rows(&results, 0)?
-        .iter()
-        .map(|row| Ok((int(row, "day")?, int(row, "views")?)))
-        .collect::<Result<Vec<(i64, i64)>, AppError>>()?;
+    let days = each(rows(&results, 0)?, |row| {
+        Ok((int(row, "day")?, int(row, "views")?))
+    })?;
     for point in points.iter_mut().filter(|p| gone(p)) {
         point.views = days
             .binary_search_by_key(&point.t, |d| d.0)
