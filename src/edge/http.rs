@@ -96,8 +96,10 @@ impl Incoming {
     /// Reads the head of `raw`, and sets the isolate's clock from it.
     pub fn read(raw: Request) -> Incoming {
         let head = Fields::parse(head_js(&raw));
-        if let Some(clock) = head.get(0).and_then(|ms| ms.parse::<f64>().ok()) {
-            advance_clock(clock);
+        // `Date.now()` is whole milliseconds: read as an integer (core's
+        // float parser stays out of the wasm, see `crate::decimal`).
+        if let Some(clock) = head.get(0).and_then(|ms| ms.parse::<u64>().ok()) {
+            advance_clock(clock as f64);
         }
         Incoming {
             raw,
