@@ -450,32 +450,50 @@ impl Worker {
         let dev_vars: String = all.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
         fs::write(dir.path().join(".dev.vars"), dev_vars).expect("write .dev.vars");
 
-        let port = free_port();
-        let log = fs::File::create(dir.path().join("wrangler.log")).expect("log file");
-        let mut command = Command::new(root().join("node_modules/.bin/wrangler"));
-        command
-            .current_dir(dir.path())
-            .args(["dev", "--ip", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--inspector-port", &free_port().to_string()])
-            .args(["--test-scheduled", "--log-level", "warn"]);
-        if let Some(state) = &record {
-            command.arg("--persist-to").arg(state);
-        }
-        let process = Group::spawn(
-            command
-                .env("WRANGLER_SEND_METRICS", "false")
-                .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
-                .env("XDG_CONFIG_HOME", dir.path())
-                .stdout(log.try_clone().expect("log file"))
-                .stderr(log),
-        );
-        let worker = Worker {
-            port,
+        // A free port can be taken by another process before wrangler binds
+        // it (tests run in parallel): then wrangler exits at once, and it is
+        // started again on other ports.
+        let mut worker = Worker {
+            port: 0,
             dir,
             record,
-            process: Some(process),
+            process: None,
         };
-        worker.wait_until_ready();
+        for attempt in 1..=3 {
+            worker.port = free_port();
+            let log = fs::File::create(worker.dir.path().join("wrangler.log")).expect("log file");
+            let mut command = Command::new(root().join("node_modules/.bin/wrangler"));
+            command
+                .current_dir(worker.dir.path())
+                .args([
+                    "dev",
+                    "--ip",
+                    "127.0.0.1",
+                    "--port",
+                    &worker.port.to_string(),
+                ])
+                .args(["--inspector-port", &free_port().to_string()])
+                .args(["--test-scheduled", "--log-level", "warn"]);
+            if let Some(state) = &worker.record {
+                command.arg("--persist-to").arg(state);
+            }
+            worker.process = Some(Group::spawn(
+                command
+                    .env("WRANGLER_SEND_METRICS", "false")
+                    .env("CLOUDFLARE_CF_FETCH_ENABLED", "false")
+                    .env("XDG_CONFIG_HOME", worker.dir.path())
+                    .stdout(log.try_clone().expect("log file"))
+                    .stderr(log),
+            ));
+            match worker.wait_until_ready() {
+                Ok(()) => break,
+                Err(log) if attempt < 3 && log.contains("Address already in use") => {
+                    eprintln!("support: wrangler dev found its port taken; starting it again");
+                    worker.process.take();
+                }
+                Err(log) => panic!("wrangler dev did not become ready:\n{log}"),
+            }
+        }
         eprintln!(
             "support: wrangler dev ready in {:.1} s (D1: {})",
             started.elapsed().as_secs_f64(),
@@ -508,7 +526,9 @@ impl Worker {
         fs::read_to_string(self.dir.path().join("wrangler.log")).unwrap_or_default()
     }
 
-    fn wait_until_ready(&self) {
+    /// Waits until workerd answers on the worker's port; the log if it
+    /// does not within 90 s, or if wrangler found the port taken.
+    fn wait_until_ready(&self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(90);
         while Instant::now() < deadline {
             // Any HTTP answer means workerd has loaded the bundle.
@@ -522,12 +542,16 @@ impl Worker {
                     && stream.read_exact(&mut answer).is_ok()
                     && answer.starts_with(b"HTTP/1.1")
                 {
-                    return;
+                    return Ok(());
                 }
+            }
+            let log = self.log();
+            if log.contains("Address already in use") {
+                return Err(log);
             }
             thread::sleep(Duration::from_millis(200));
         }
-        panic!("wrangler dev did not become ready:\n{}", self.log());
+        Err(self.log())
     }
 }
 
