@@ -8,7 +8,7 @@
 #   minimal  bench/minimal-worker: one EVALSHA through fetch per /v1/ request.
 # Each is served alone by workerd through Miniflare's API, no inspector
 # (scripts/serve-bundle.mjs), in the order rust js minimal minimal js rust
-# (ABBA), and driven by examples/load_api.rs at 32 keep-alive connections
+# (ABBA; BENCH_ROUNDS times, default 1), and driven by examples/load_api.rs at 32 keep-alive connections
 # through the phases notfound (404), like, unlike, view, read and batch (20
 # ids): requests/s, and CPU ms per request of the workerd process tree over the
 # same window. Then cold starts (a fresh workerd's first answer to a read),
@@ -25,6 +25,8 @@ export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
 connections="${BENCH_CONNECTIONS:-32}"
 seconds="${BENCH_SECONDS:-3}"
 cold_runs="${BENCH_COLD_RUNS:-3}"
+# Each round is one ABBA sequence; more rounds average out a busy machine.
+rounds="${BENCH_ROUNDS:-1}"
 token="bench-gateway-token"
 secret="bench-jwt-secret"
 routes=(notfound like unlike view read batch)
@@ -180,12 +182,14 @@ shapes() {
   shape wrong_method -X POST "$base/v1/items/$item"
 }
 
-echo "Worker API: rust, js, minimal; $connections connections, ${seconds}s per phase after a 1s warm-up, loopback"
+echo "Worker API: rust, js, minimal; $connections connections, ${seconds}s per phase after a 1s warm-up, $rounds round(s), loopback"
 # The machine's load, so a reader can tell a quiet run from a busy one.
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)"
 : >"$dir/results"
 session=0
-for worker in rust js minimal minimal js rust; do
+order=()
+for _ in $(seq "$rounds"); do order+=(rust js minimal minimal js rust); done
+for worker in "${order[@]}"; do
   session=$((session + 1))
   start "$worker"
   node_cpu_before="$(awk '{ print $14 + $15 }' "/proc/${pids[-1]}/stat")"
@@ -196,7 +200,7 @@ for worker in rust js minimal minimal js rust; do
   if [ "$worker" != minimal ] && [ ! -f "$dir/shape.$worker" ]; then
     shapes "$worker"
   fi
-  printf '%d/6 %-8s' "$session" "$worker"
+  printf '%d/%d %-8s' "$session" "${#order[@]}" "$worker"
   for route in "${routes[@]}"; do
     before="$(scripts_run)"
     status=0
