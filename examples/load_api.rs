@@ -100,6 +100,17 @@ mod native {
         failed: AtomicU64,
         /// The status of the first unexpected answer (0: none yet), for the report.
         first_status: AtomicU64,
+        /// Whether a failed exchange was already described on stderr (the first only).
+        told: AtomicBool,
+    }
+
+    impl Counts {
+        /// Describes the first exchange that failed without an answer (stderr).
+        fn tell(&self, what: &str, error: &dyn std::fmt::Display) {
+            if !self.told.swap(true, Ordering::Relaxed) {
+                eprintln!("load_api: first failed exchange: {what}: {error}");
+            }
+        }
     }
 
     #[tokio::main]
@@ -265,10 +276,16 @@ mod native {
                     // The whole body must arrive, or the request did not complete.
                     match response.into_body().collect().await {
                         Ok(body) => Some((status, body.to_bytes())),
-                        Err(_) => None,
+                        Err(error) => {
+                            counts.tell("reading the body", &error);
+                            None
+                        }
                     }
                 }
-                Err(_) => None,
+                Err(error) => {
+                    counts.tell("sending the request", &error);
+                    None
+                }
             };
             match answer {
                 Some((status, body)) if status == expected => {
