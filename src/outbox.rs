@@ -480,6 +480,33 @@ mod tests {
     }
 
     #[test]
+    fn equal_ids_in_two_shards_are_ordered_by_shard_and_each_applied_once() {
+        // Two streams written within one millisecond: each starts its own sequence.
+        let mut entries = empty();
+        entries[11] = vec![view("5-0"), view("6-0")];
+        entries[3] = vec![view("5-0"), view("5-1")];
+        let batch = merge(&[StreamId::ZERO; SHARDS], &entries, 10, 3);
+        let got: Vec<(usize, String)> = batch
+            .events
+            .iter()
+            .map(|e| (e.shard, e.id.to_string()))
+            .collect();
+        assert_eq!(
+            got,
+            [(3, "5-0".into()), (11, "5-0".into()), (3, "5-1".into())]
+        );
+        assert_eq!(batch.marks[3].to_string(), "5-1");
+        assert_eq!(batch.marks[11].to_string(), "5-0");
+        assert!(batch.more);
+        // The next batch, from those marks, holds only what is left.
+        let mut left = empty();
+        left[11] = vec![view("6-0")];
+        let rest = merge(&batch.marks, &left, 10, 3);
+        let ids: Vec<String> = rest.events.iter().map(|e| e.id.to_string()).collect();
+        assert_eq!(ids, ["6-0"]);
+    }
+
+    #[test]
     fn a_full_shard_cuts_the_batch_at_its_last_id() {
         let mut entries = empty();
         // Shard 1 returned all it was asked for: it may hold 3-5 next, so

@@ -431,10 +431,15 @@ async fn a_read_is_in_id_order_across_shards_and_a_trim_keeps_every_unapplied_ev
     let setup = Setup::start(with_outbox());
     let engine = &setup.engine;
     let (a, b) = (in_shard("a", 3), in_shard("b", 11));
-    // Alternate shards: a1 b1 a2 b2 a3 b3.
+    // Alternate shards: a1 b1 a2 b2 a3 b3, a few milliseconds apart: ids are
+    // the server's milliseconds and a sequence per stream, so two shards'
+    // entries written within one millisecond can carry the same id (the
+    // order is then by shard, as `outbox::merge` documents).
     for i in 0..3 {
         engine.like(&a, &format!("u{i}"), "w", 1_000).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(3)).await;
         engine.like(&b, &format!("u{i}"), "w", 1_000).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(3)).await;
     }
     assert_eq!(engine.outbox_lag().await.unwrap(), 6);
     let all = engine.outbox_read(&ZERO, 100).await.unwrap();
