@@ -42,3 +42,12 @@ pub mod viewer;
 
 #[cfg(target_arch = "wasm32")]
 mod edge;
+
+/// FNV-1a (32 bit) of `bytes`: the outbox's shard of an item
+/// ([`outbox::shard`], which must never change), and the worker's cheap
+/// first look-up of a kept token ([`token::verify_cached`]).
+pub(crate) fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |hash: u32, &byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    })
+}

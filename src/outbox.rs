@@ -28,12 +28,7 @@ pub const SHARDS: usize = 16;
 /// bytes, modulo [`SHARDS`]. Stable across versions: changing it would split
 /// one item's events over two streams and lose their order.
 pub fn shard(item: &ItemId) -> usize {
-    let mut hash: u32 = 0x811c_9dc5;
-    for byte in item.as_str().bytes() {
-        hash ^= u32::from(byte);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    (hash % SHARDS as u32) as usize
+    (crate::fnv1a(item.as_str().as_bytes()) % SHARDS as u32) as usize
 }
 
 /// A Redis Stream entry id, `<ms>-<seq>`: ordered as Redis orders them.

@@ -118,20 +118,20 @@ pub const VERIFIED_TOKENS: usize = 256;
 #[derive(Default)]
 struct Verified {
     secret: Vec<u8>,
-    entries: Vec<(u64, String, Claims)>,
+    entries: Vec<(u32, String, Claims)>,
     /// The entry the next new token replaces, once full.
     next: usize,
 }
 
 impl Verified {
-    fn find(&self, hash: u64, token: &str) -> Option<&Claims> {
+    fn find(&self, hash: u32, token: &str) -> Option<&Claims> {
         self.entries
             .iter()
             .find(|(h, t, _)| *h == hash && t == token)
             .map(|(_, _, claims)| claims)
     }
 
-    fn keep(&mut self, hash: u64, token: &str, claims: &Claims) {
+    fn keep(&mut self, hash: u32, token: &str, claims: &Claims) {
         let entry = (hash, token.to_owned(), claims.clone());
         if self.entries.len() < VERIFIED_TOKENS {
             self.entries.push(entry);
@@ -150,7 +150,7 @@ pub fn verify_cached(token: &str, secret: &[u8], now: i64) -> Result<Claims, Tok
     thread_local! {
         static VERIFIED: RefCell<Verified> = RefCell::default();
     }
-    let hash = fnv1a(token.as_bytes());
+    let hash = crate::fnv1a(token.as_bytes());
     let kept = VERIFIED.with_borrow_mut(|verified| {
         if verified.secret != secret {
             *verified = Verified {
@@ -167,13 +167,6 @@ pub fn verify_cached(token: &str, secret: &[u8], now: i64) -> Result<Claims, Tok
     let claims = verify(token, secret, now)?;
     VERIFIED.with_borrow_mut(|verified| verified.keep(hash, token, &claims));
     Ok(claims)
-}
-
-/// FNV-1a (64 bit): a cheap hash to find a kept token by.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// Mints an HS256 token carrying `claims`.
@@ -463,16 +456,16 @@ mod tests {
         };
         for n in 0..=VERIFIED_TOKENS {
             let token = format!("token-{n}");
-            verified.keep(fnv1a(token.as_bytes()), &token, &claims(n));
+            verified.keep(crate::fnv1a(token.as_bytes()), &token, &claims(n));
         }
         assert_eq!(verified.entries.len(), VERIFIED_TOKENS);
-        assert!(verified.find(fnv1a(b"token-0"), "token-0").is_none());
+        assert!(verified.find(crate::fnv1a(b"token-0"), "token-0").is_none());
         let last = format!("token-{VERIFIED_TOKENS}");
         assert_eq!(
-            verified.find(fnv1a(last.as_bytes()), &last),
+            verified.find(crate::fnv1a(last.as_bytes()), &last),
             Some(&claims(VERIFIED_TOKENS))
         );
         // A hash that matches but a token that differs is not a match.
-        assert!(verified.find(fnv1a(b"token-1"), "token-x").is_none());
+        assert!(verified.find(crate::fnv1a(b"token-1"), "token-x").is_none());
     }
 }
