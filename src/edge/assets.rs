@@ -26,6 +26,7 @@ pub async fn serve(req: &Incoming, env: &Env) -> Result<Reply, AppError> {
         .clone()
         .map_err(|_| AppError::Internal("the request could not be copied".into()))?;
     let response = assets.fetch_request(worker::Request::from(copy)).await?;
+    // That was I/O: the clock moved (see `http::clock_ms`).
     http::now_ms();
     if response.status_code() == 404 {
         return Err(AppError::NotFound);

@@ -23,16 +23,19 @@ export function moreHeaders(request) {
   }\n${headers.get("If-None-Match") ?? "\0"}`;
 }
 
+/// Calls `add(name, value)` for each pair of `extra` ("name\nvalue\n" pairs).
+function eachHeader(extra, add) {
+  const parts = extra.split("\n");
+  for (let i = 0; i + 1 < parts.length; i += 2) add(parts[i], parts[i + 1]);
+}
+
 /// The runtime's Response: `body` (a view of wasm memory, copied here, as the
 /// memory may move; none for statuses that carry no body), `status`, the
 /// headers of a JSON body when `json`, and `extra` headers as "name\nvalue\n"
 /// pairs. One headers object, built once, by the Response itself.
 export function respond(body, status, json, extra) {
   const headers = json ? { "Content-Type": "application/json", "Cache-Control": "no-store" } : {};
-  if (extra !== "") {
-    const parts = extra.split("\n");
-    for (let i = 0; i + 1 < parts.length; i += 2) headers[parts[i]] = parts[i + 1];
-  }
+  if (extra !== "") eachHeader(extra, (name, value) => (headers[name] = value));
   const bodyless = status === 204 || status === 205 || status === 304;
   return new Response(bodyless ? null : body.slice(), { status, headers });
 }
@@ -41,7 +44,6 @@ export function respond(body, status, json, extra) {
 /// `extra` headers ("name\nvalue\n" pairs) appended.
 export function withHeaders(response, extra) {
   const copy = new Response(response.body, response);
-  const parts = extra.split("\n");
-  for (let i = 0; i + 1 < parts.length; i += 2) copy.headers.append(parts[i], parts[i + 1]);
+  eachHeader(extra, (name, value) => copy.headers.append(name, value));
   return copy;
 }

@@ -283,6 +283,7 @@ pub async fn body_up_to(req: &Incoming, limit: usize) -> Result<Vec<u8>, AppErro
     let buffer = JsFuture::from(req.raw().array_buffer().map_err(unreadable)?)
         .await
         .map_err(unreadable)?;
+    // Reading the body was I/O: the clock moved (see `clock_ms`).
     now_ms();
     let bytes = Uint8Array::new(&buffer).to_vec();
     if bytes.len() > limit {
