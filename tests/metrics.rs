@@ -7,8 +7,6 @@
 mod support;
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -32,26 +30,8 @@ for family in text_string_to_metric_families(sys.stdin.read()):
         labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
         print(f"{s.name}\t{labels}\t{s.value}")
 "#;
-    let mut child = Command::new("python3")
-        .args(["-c", PARSER])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs (scripts/setup.sh --test installs prometheus_client)");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write the exposition");
-    let out = child.wait_with_output().expect("parser finishes");
-    assert!(
-        out.status.success(),
-        "the exposition does not parse:\n{}\n{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    support::python(PARSER, &[], text)
+        .unwrap_or_else(|out| panic!("the exposition does not parse:\n{out}\n{text}"))
         .lines()
         .map(|line| {
             let mut parts = line.split('\t');

@@ -7,8 +7,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -22,28 +20,8 @@ fn document() -> Value {
 
 /// Runs a Python check (tools from `scripts/setup.sh --test`) with `input` on stdin.
 fn python(script: &str, input: &str) -> String {
-    let mut child = Command::new("python3")
-        .args(["-c", script])
-        .arg(support::root().join("assets/openapi.json"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("python finishes");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    let document = support::root().join("assets/openapi.json");
+    support::python(script, &[&document], input).unwrap_or_else(|out| panic!("{out}"))
 }
 
 #[test]

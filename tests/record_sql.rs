@@ -6,9 +6,9 @@
 
 #![cfg(not(target_arch = "wasm32"))]
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 use tally::engine::{Amount, CounterValue};
@@ -46,27 +46,10 @@ fn run(transactions: &[(&Plan, i64)], queries: &[&str]) -> (Vec<i64>, Vec<Value>
         })
         .collect();
     let job = json!({"transactions": transactions, "queries": queries});
-    let mut child = Command::new("python3")
-        .args(["-c", RUNNER])
-        .arg(env!("CARGO_MANIFEST_DIR").to_owned() + "/migrations/0001_record.sql")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(job.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let answer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let schema = support::root().join("migrations/0001_record.sql");
+    let out =
+        support::python(RUNNER, &[&schema], &job.to_string()).unwrap_or_else(|out| panic!("{out}"));
+    let answer: Value = serde_json::from_str(&out).unwrap();
     let changed = answer["changed"]
         .as_array()
         .unwrap()
