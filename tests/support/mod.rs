@@ -317,6 +317,18 @@ pub enum Record {
     Unbound,
 }
 
+/// Whether a request for a static file runs the test worker first (`[assets]
+/// run_worker_first` in its config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assets {
+    /// As deployed: the platform serves a matching file without running the
+    /// worker (the default).
+    PlatformFirst,
+    /// `run_worker_first = true`: every request runs the worker, which hands
+    /// the static files to the `ASSETS` binding.
+    WorkerFirst,
+}
+
 /// The built wasm worker under `wrangler dev --test-scheduled` (so
 /// `GET /__scheduled` runs the cron handler), configured through a `.dev.vars`
 /// file of its own so that tests never read the developer's.
@@ -440,6 +452,16 @@ impl Worker {
 
     /// [`Worker::start`] with the D1 database `record`.
     pub fn start_with_record(gateway_url: &str, vars: &[(&str, &str)], record: Record) -> Worker {
+        Self::start_configured(gateway_url, vars, record, Assets::PlatformFirst)
+    }
+
+    /// [`Worker::start_with_record`], its static files routed by `assets`.
+    fn start_configured(
+        gateway_url: &str,
+        vars: &[(&str, &str)],
+        record: Record,
+        assets: Assets,
+    ) -> Worker {
         let started = Instant::now();
         let bundle = root().join("build/index.js");
         assert!(
@@ -459,7 +481,7 @@ impl Worker {
         };
         fs::write(
             dir.path().join("wrangler.toml"),
-            wrangler_config(&bundle, record.is_some()),
+            wrangler_config(&bundle, record.is_some(), assets),
         )
         .expect("write wrangler.toml");
         let mut all: Vec<(String, String)> = [
@@ -583,19 +605,23 @@ impl Worker {
     }
 }
 
-fn wrangler_config(bundle: &Path, d1: bool) -> String {
+fn wrangler_config(bundle: &Path, d1: bool, assets: Assets) -> String {
     // The compatibility date is the deployed one, read from the real config.
     let real = fs::read_to_string(root().join("wrangler.toml")).expect("read wrangler.toml");
     let date = real
         .lines()
         .find(|l| l.starts_with("compatibility_date"))
         .expect("wrangler.toml sets compatibility_date");
-    // The static files, as deployed: served by the platform from assets/.
+    // The static files, as deployed: served by the platform from assets/
+    // (unless `assets` runs the worker first).
     let mut config = format!(
         "name = \"tally-test\"\nmain = \"{}\"\n{date}\n\n[assets]\ndirectory = \"{}\"\nbinding = \"ASSETS\"\n",
         bundle.display(),
         root().join("assets").display()
     );
+    if assets == Assets::WorkerFirst {
+        config.push_str("run_worker_first = true\n");
+    }
     if d1 {
         config.push_str(&d1_section());
     }
@@ -618,10 +644,24 @@ impl Stack {
         Self::start_on(Redis::start(), vars, Record::Fresh)
     }
 
+    /// [`Stack::start_with`], its worker's static files routed by `assets`.
+    pub fn start_with_assets(vars: &[(&str, &str)], assets: Assets) -> Stack {
+        Self::start_configured(Redis::start(), vars, Record::Fresh, assets)
+    }
+
     /// A stack over `redis`, whose worker has the D1 database `record`.
     pub fn start_on(redis: Redis, vars: &[(&str, &str)], record: Record) -> Stack {
+        Self::start_configured(redis, vars, record, Assets::PlatformFirst)
+    }
+
+    fn start_configured(
+        redis: Redis,
+        vars: &[(&str, &str)],
+        record: Record,
+        assets: Assets,
+    ) -> Stack {
         let gateway = Gateway::start(&redis.url());
-        let worker = Worker::start_with_record(&gateway.url(), vars, record);
+        let worker = Worker::start_configured(&gateway.url(), vars, record, assets);
         Stack {
             worker,
             gateway,
