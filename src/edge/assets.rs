@@ -31,6 +31,7 @@ pub async fn serve(req: &Incoming, env: &Env) -> Result<Reply, AppError> {
     if response.status_code() == 404 {
         return Err(AppError::NotFound);
     }
-    // Its headers are immutable: CORS adds to a copy (`Reply::into_raw`).
+    // Its headers are immutable: CORS goes on a copy, in place of the file's
+    // own `Access-Control-Allow-Origin` (`Reply::into_raw`).
     Ok(Reply::runtime(response.into()))
 }

@@ -41,9 +41,16 @@ export function respond(body, status, json, extra) {
 }
 
 /// `response` (the runtime's own, whose headers are immutable) with the
-/// `extra` headers ("name\nvalue\n" pairs) appended.
+/// `extra` headers ("name\nvalue\n" pairs): each replaces the response's
+/// own of that name (a static file's `Access-Control-Allow-Origin: *` and
+/// the worker's grant side by side would be one header of two values, which
+/// browsers refuse), but for `Vary`, a list the worker's value joins.
 export function withHeaders(response, extra) {
   const copy = new Response(response.body, response);
-  eachHeader(extra, (name, value) => copy.headers.append(name, value));
+  const headers = copy.headers;
+  eachHeader(extra, (name) => {
+    if (name.toLowerCase() !== "vary") headers.delete(name);
+  });
+  eachHeader(extra, (name, value) => headers.append(name, value));
   return copy;
 }

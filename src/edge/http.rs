@@ -28,7 +28,8 @@ extern "C" {
     /// `new Response(body, {status, headers})`, the body copied.
     #[wasm_bindgen(js_name = respond)]
     fn respond_js(body: &[u8], status: u16, json: bool, extra: &str) -> web_sys::Response;
-    /// A copy of the runtime's `response` with `extra` headers appended.
+    /// A copy of the runtime's `response` with `extra` headers in place of
+    /// its own of those names (`Vary` joins its list).
     #[wasm_bindgen(js_name = withHeaders)]
     fn with_headers_js(response: &web_sys::Response, extra: &str) -> web_sys::Response;
 }
@@ -155,7 +156,8 @@ enum Body {
     Json(Vec<u8>),
     /// Any other bytes, their headers all in `extra`.
     Bytes(Vec<u8>),
-    /// A response the runtime made (a static asset); `extra` is appended to it.
+    /// A response the runtime made (a static asset); `extra` replaces its
+    /// headers of the same names, but `Vary`, which it joins.
     Runtime(web_sys::Response),
 }
 
