@@ -35,7 +35,8 @@ bench-gateway:
 
 # Worker API in one run: the Rust worker vs a JavaScript worker (bench/js-worker)
 # vs a minimal one-fetch worker (bench/minimal-worker), per route: req/s at 32
-# connections, workerd CPU ms per request, cold start, wasm size, and the goals.
+# connections, workerd CPU ms per request (medians of interleaved slices), cold
+# start, wasm size, and the goals.
 bench-api:
 	bash scripts/bench-api.sh
 

@@ -6,17 +6,22 @@
 #            BENCH_RUST_BUNDLE (another build's index.js);
 #   js       bench/js-worker: the same routes with @upstash/redis and Web Crypto;
 #   minimal  bench/minimal-worker: one EVALSHA through fetch per /v1/ request.
-# Each is served alone by workerd through Miniflare's API, no inspector
-# (scripts/serve-bundle.mjs), in the order rust js minimal minimal js rust
-# (ABBA; BENCH_ROUNDS times, default 1), and driven by examples/load_api.rs at 32 keep-alive connections
-# through the phases notfound (404), like, unlike, view, read and batch (20
-# ids): requests/s, and CPU ms per request of the workerd process tree over the
-# same window. Then cold starts (a fresh workerd's first answer to a read),
-# Redis scripts per request from INFO commandstats, the wasm's gzipped size,
-# and PASS/MISS per goal of issue 11. A MISS does not fail the run; a failed
-# request, an unexpected status, or a JS answer whose JSON shape differs from
-# the Rust worker's does. Bounded: BENCH_SECONDS (default 3) per phase plus a
-# one-second warm-up; about four minutes plus builds.
+# All three are served at once by workerd through Miniflare's API, no inspector
+# (scripts/serve-bundle.mjs), and driven one at a time by examples/load_api.rs
+# at 32 keep-alive connections through the phases notfound (404), like, unlike,
+# view, read and batch (20 ids). Each phase runs BENCH_ROUNDS times (default 3)
+# per worker, the workers taking turns (rust js minimal, then minimal js rust,
+# ...), so a busy moment of this shared machine falls on all three alike: per
+# slice, requests/s and CPU ms per request of the loaded workerd process tree
+# over the same window; per route, the median of each worker's slices and the
+# median of the per-round ratios (with their range). Then cold starts (a fresh
+# workerd's first answer to a read), Redis scripts per request from INFO
+# commandstats, the wasm's gzipped size, and PASS/MISS per goal of issue 11. A
+# MISS does not fail the run; a failed request, an unexpected status, a server
+# that closes more than 1 in 1,000 connections under load, or a JS answer whose
+# JSON shape differs from the Rust worker's does. Bounded: BENCH_SECONDS
+# (default 3) per slice plus a one-second warm-up; about six minutes plus builds.
+# BENCH_ROUTES picks phases (unlike needs like before it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
@@ -25,11 +30,11 @@ export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
 connections="${BENCH_CONNECTIONS:-32}"
 seconds="${BENCH_SECONDS:-3}"
 cold_runs="${BENCH_COLD_RUNS:-3}"
-# Each round is one ABBA sequence; more rounds average out a busy machine.
-rounds="${BENCH_ROUNDS:-1}"
+# Slices per route and worker; their medians resist a busy machine.
+rounds="${BENCH_ROUNDS:-3}"
 token="bench-gateway-token"
 secret="bench-jwt-secret"
-routes=(notfound like unlike view read batch)
+read -r -a routes <<<"${BENCH_ROUTES:-notfound like unlike view read batch}"
 workers=(rust js minimal)
 
 cargo build --release --quiet -p tally-gateway --bin tally-gateway
@@ -120,31 +125,23 @@ scripts_run() {
     awk -F'[:=,]' '/^cmdstat_eval(sha)?(_ro)?:/ { n += $3 } END { print n + 0 }'
 }
 
-# Starts WORKER's bundle; sets port (the URL's) and workerd (its process id).
+# Starts WORKER's bundle; sets port[WORKER] (the URL's) and workerd[WORKER]
+# (its process id). An idle workerd spends no CPU, so the three can stay up.
+declare -A port workerd
 start() {
-  : >"$dir/serve.log"
-  node scripts/serve-bundle.mjs "${bundle[$1]}" 0 "$date" "$dir/vars" >"$dir/serve.log" 2>&1 </dev/null &
+  local log="$dir/serve.$1.log" found=""
+  node scripts/serve-bundle.mjs "${bundle[$1]}" 0 "$date" "$dir/vars" >"$log" 2>&1 </dev/null &
   pids+=($!)
-  port=""
   for _ in $(seq 300); do # 60 s at most
-    port="$(sed -nE 's|^serving .* at http://127\.0\.0\.1:([0-9]+)/$|\1|p' "$dir/serve.log")"
-    [ -n "$port" ] && break
+    found="$(sed -nE 's|^serving .* at http://127\.0\.0\.1:([0-9]+)/$|\1|p' "$log")"
+    [ -n "$found" ] && break
     kill -0 "${pids[-1]}" 2>/dev/null || break
     sleep 0.2
   done
-  [ -n "$port" ] || { cat "$dir/serve.log" >&2; exit 1; }
-  workerd="$(pgrep -g "${pids[-1]}" -x workerd | head -1 || true)"
-  [ -n "$workerd" ] || { echo "no workerd process under $1's server" >&2; exit 1; }
-}
-
-# Stops the last server (its whole process group) before the next starts, so
-# two never share the CPU.
-stop_last() {
-  local pid="${pids[-1]}"
-  kill -TERM -- "-$pid" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL -- "-$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
+  [ -n "$found" ] || { cat "$log" >&2; exit 1; }
+  port[$1]="$found"
+  workerd[$1]="$(pgrep -g "${pids[-1]}" -x workerd | head -1 || true)"
+  [ -n "${workerd[$1]}" ] || { echo "no workerd process under $1's server" >&2; exit 1; }
 }
 
 # An HS256 token for SUB, for the shape check.
@@ -158,10 +155,10 @@ sign() {
 }
 
 # Writes, per route, the status and the JSON shape (every path and its type,
-# sorted: key order is not compared) of one answer from the server on $port.
+# sorted: key order is not compared) of one answer from WORKER's server.
 shapes() {
   local auth="Authorization: Bearer $(sign "shape-$1")" out="$dir/shape.$1"
-  local base="http://127.0.0.1:$port" item="shape-$1"
+  local base="http://127.0.0.1:${port[$1]}" item="shape-$1"
   : >"$out"
   shape() {
     local name="$1"
@@ -182,51 +179,45 @@ shapes() {
   shape wrong_method -X POST "$base/v1/items/$item"
 }
 
-echo "Worker API: rust, js, minimal; $connections connections, ${seconds}s per phase after a 1s warm-up, $rounds round(s), loopback"
+echo "Worker API: rust, js, minimal; $connections connections, ${seconds}s per slice after a 1s warm-up, $rounds slice(s) per route and worker, loopback"
 # The machine's load, so a reader can tell a quiet run from a busy one.
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)"
 : >"$dir/results"
-# Redis, the gateway and the machine warm up on their first traffic: in every
-# run the first measured session (rust's) read and viewed more slowly than its
-# ABBA twin at the end. So first an unmeasured pass of every phase by the JS
-# worker, which runs the same scripts.
-start js
-for route in "${routes[@]}"; do
-  timeout 60 target/release/examples/load_api "http://127.0.0.1:$port" "$route" \
-    "$connections" 1 "$secret" "warmup" >/dev/null 2>&1 || true
-done
-stop_last
-
-session=0
-order=()
-for _ in $(seq "$rounds"); do order+=(rust js minimal minimal js rust); done
-for worker in "${order[@]}"; do
-  session=$((session + 1))
-  start "$worker"
-  node_cpu_before="$(awk '{ print $14 + $15 }' "/proc/${pids[-1]}/stat")"
-  # A server that just started is still compiling and settling: a short,
-  # unmeasured pass first.
-  timeout 60 target/release/examples/load_api "http://127.0.0.1:$port" read "$connections" 1 \
-    "$secret" "warm$session" >/dev/null || true
-  if [ "$worker" != minimal ] && [ ! -f "$dir/shape.$worker" ]; then
-    shapes "$worker"
-  fi
-  printf '%d/%d %-8s' "$session" "${#order[@]}" "$worker"
+for worker in "${workers[@]}"; do start "$worker"; done
+# Redis, the gateway, the machine and each isolate warm up on their first
+# traffic (in early runs the first measured worker read and viewed 20-90% more
+# slowly than later): first an unmeasured second of every phase on each.
+for worker in "${workers[@]}"; do
   for route in "${routes[@]}"; do
-    before="$(scripts_run)"
-    status=0
-    line="$(timeout 60 target/release/examples/load_api "http://127.0.0.1:$port" "$route" \
-      "$connections" "$seconds" "$secret" "$worker$session" "$workerd")" || status=$?
-    after="$(scripts_run)"
-    [ -n "$line" ] || line="requests=0 seconds=0 rps=0 failed=1 marked=0 total=0 cpu_ms=0 first_status=0"
-    echo "worker=$worker session=$session route=$route scripts=$((after - before)) exit=$status $line" >>"$dir/results"
-    printf ' %s %s' "$route" "$(awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
-      printf "%s/%.2f", f["rps"], (f["requests"] > 0 ? f["cpu_ms"] / f["requests"] : 0) }' <<<"$line")"
+    timeout 60 target/release/examples/load_api "http://127.0.0.1:${port[$worker]}" "$route" \
+      "$connections" 1 "$secret" "warm-$worker" >/dev/null 2>&1 || true
   done
-  node_cpu_after="$(awk '{ print $14 + $15 }' "/proc/${pids[-1]}/stat")"
-  printf ' (req/s / CPU ms per request; Miniflare node process: %d ms CPU)\n' $(((node_cpu_after - node_cpu_before) * 10))
-  stop_last
+  [ "$worker" = minimal ] || shapes "$worker"
 done
+
+for route in "${routes[@]}"; do
+  printf '%-9s' "$route"
+  for round in $(seq "$rounds"); do
+    # Turns alternate: rust js minimal, then minimal js rust.
+    order=(rust js minimal)
+    [ $((round % 2)) -eq 0 ] && order=(minimal js rust)
+    for worker in "${order[@]}"; do
+      before="$(scripts_run)"
+      status=0
+      line="$(timeout 60 target/release/examples/load_api "http://127.0.0.1:${port[$worker]}" "$route" \
+        "$connections" "$seconds" "$secret" "$worker$round" "${workerd[$worker]}")" || status=$?
+      after="$(scripts_run)"
+      [ -n "$line" ] || line="requests=0 seconds=0 rps=0 failed=1 closed=0 marked=0 total=0 cpu_ms=0 first_status=0"
+      echo "worker=$worker round=$round route=$route scripts=$((after - before)) exit=$status $line" >>"$dir/results"
+      printf ' %s %s' "${worker:0:1}" "$(awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+        printf "%s/%.2f", f["rps"], (f["requests"] > 0 ? f["cpu_ms"] / f["requests"] : 0) }' <<<"$line")"
+    done
+  done
+  printf '  (req/s / CPU ms per request, per slice)\n'
+done
+# Stops the three servers (each in its own process group) before the cold starts.
+for pid in "${pids[@]:2}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+for pid in "${pids[@]:2}"; do wait "$pid" 2>/dev/null || true; done
 
 echo "Cold start: a fresh workerd's first answer to GET /v1/items/cold-N (reads Redis), $cold_runs runs each"
 for run in $(seq "$cold_runs"); do
@@ -246,48 +237,65 @@ js_gzip="$(gzip -9 -c "$dir/js.js" | wc -c)"
 
 echo
 awk -v wasm_raw="$wasm_raw" -v wasm_gzip="$wasm_gzip" -v js_raw="$js_raw" -v js_gzip="$js_gzip" \
-  -v cold_file="$dir/cold" -v shape_rust="$dir/shape.rust" -v shape_js="$dir/shape.js" '
+  -v route_list="${routes[*]}" -v rounds="$rounds" -v cold_file="$dir/cold" -v shape_rust="$dir/shape.rust" -v shape_js="$dir/shape.js" '
 function field(name,   i, kv) {
   for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) return kv[2] }
   return ""
 }
 function ratio(a, b) { return b > 0 ? a / b : 0 }
 function verdict(ok) { return ok ? "PASS" : "MISS" }
-# The median of x[1..n] (mawk has no asort): an insertion sort first.
+# The verdict of a goal on ROUTE, or "----" when this run left the route out (BENCH_ROUTES).
+function judged(route, ok) { return (route in ran) ? verdict(ok) : "----" }
+# The median of x[1..n] (mawk has no asort): an insertion sort first; of an
+# even count, the mean of the middle two.
 function median(x, n,   i, j, t) {
   for (i = 2; i <= n; i++) { t = x[i]; for (j = i - 1; j >= 1 && x[j] > t; j--) x[j + 1] = x[j]; x[j + 1] = t }
-  return x[int((n + 1) / 2)]
+  return n % 2 ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2
+}
+# The smallest and largest of x[1..n], as "min-max".
+function spread(x, n,   i, lo, hi) {
+  lo = hi = x[1]
+  for (i = 2; i <= n; i++) { if (x[i] < lo) lo = x[i]; if (x[i] > hi) hi = x[i] }
+  return sprintf("%.2f-%.2f", lo, hi)
 }
 {
-  k = field("worker") SUBSEP field("route")
-  req[k] += field("requests"); sec[k] += field("seconds"); cpu[k] += field("cpu_ms")
+  w = field("worker"); route = field("route"); round = field("round")
+  k = w SUBSEP route
+  rps_of[k, round] = field("rps"); ms_of[k, round] = ratio(field("cpu_ms"), field("requests"))
   marked[k] += field("total_marked"); total[k] += field("total"); scripts[k] += field("scripts")
-  failed[k] += field("failed")
-  if (field("failed") > 0 || field("exit") != 0 || field("total") == 0) errors = errors sprintf("  %s %s session %s: %s failed, %s answered, first unexpected status %s, exit %s\n", field("worker"), field("route"), field("session"), field("failed"), field("total"), field("first_status"), field("exit"))
+  closed[k] += field("closed")
+  if (field("failed") > 0 || field("exit") != 0 || field("total") == 0) errors = errors sprintf("  %s %s round %s: %s failed, %s closed unanswered, %s answered, first unexpected status %s, exit %s\n", w, route, round, field("failed"), field("closed"), field("total"), field("first_status"), field("exit"))
 }
 END {
-  split("notfound like unlike view read batch", routes, " ")
+  nroutes = split(route_list, routes, " ")
   split("rust js minimal", workers, " ")
-  printf "%-9s %8s %8s %8s | %9s %9s %9s | %8s %9s | %s\n", "route", "rust", "js", "minimal", "rust", "js", "minimal", "rust/js", "rust CPU/", "scripts/request"
-  printf "%-9s %8s %8s %8s | %9s %9s %9s | %8s %9s | %s\n", "", "req/s", "req/s", "req/s", "CPU ms/req", "CPU ms/req", "CPU ms/req", "req/s", "min CPU", "rust js minimal; writes"
-  for (r = 1; r <= 6; r++) {
+  printf "Medians of %d slice(s); ratios are medians of the per-round pairs, their range in brackets\n", rounds
+  printf "%-9s %6s %6s %6s | %6s %6s %6s | %-18s %-18s | %s\n", "route", "rust", "js", "min", "rust", "js", "min", "rust/js", "rust CPU/", "scripts/request"
+  printf "%-9s %6s %6s %6s | %6s %6s %6s | %-18s %-18s | %s\n", "", "req/s", "req/s", "req/s", "CPU ms", "CPU ms", "CPU ms", "req/s", "min CPU", "rust js min; writes"
+  for (r = 1; r <= nroutes; r++) {
     route = routes[r]
     for (w = 1; w <= 3; w++) {
       k = workers[w] SUBSEP route
-      rps[workers[w]] = ratio(req[k], sec[k]); ms[workers[w]] = ratio(cpu[k], req[k])
+      for (i = 1; i <= rounds; i++) { a[i] = rps_of[k, i]; b[i] = ms_of[k, i] }
+      rps[workers[w]] = median(a, rounds); ms[workers[w]] = median(b, rounds)
       per[workers[w]] = ratio(scripts[k], total[k])
     }
-    kr = "rust" SUBSEP route; kj = "js" SUBSEP route
+    kr = "rust" SUBSEP route; kj = "js" SUBSEP route; km = "minimal" SUBSEP route
+    for (i = 1; i <= rounds; i++) { a[i] = ratio(rps_of[kr, i], rps_of[kj, i]); b[i] = ratio(ms_of[kr, i], ms_of[km, i]) }
+    speed_range = spread(a, rounds); cpu_range = spread(b, rounds)
+    speed[route] = median(a, rounds); cpu_vs_min[route] = median(b, rounds); ran[route] = 1
+    for (i = 1; i <= rounds; i++) a[i] = ratio(rps_of[km, i], rps_of[kj, i])
+    ceiling[route] = median(a, rounds)
     writes = ""
     if (route == "like" || route == "unlike" || route == "view")
       writes = sprintf("; %.0f%% %.0f%% wrote", 100 * ratio(marked[kr], total[kr]), 100 * ratio(marked[kj], total[kj]))
-    printf "%-9s %8.0f %8.0f %8.0f | %9.3f %9.3f %9.3f | %7.2fx %8.2fx | %.2f %.2f %.2f%s\n", route,
+    printf "%-9s %6.0f %6.0f %6.0f | %6.3f %6.3f %6.3f | %5.2fx %-12s %5.2fx %-12s | %.2f %.2f %.2f%s\n", route,
       rps["rust"], rps["js"], rps["minimal"], ms["rust"], ms["js"], ms["minimal"],
-      ratio(rps["rust"], rps["js"]), ratio(ms["rust"], ms["minimal"]),
+      speed[route], "[" speed_range "]", cpu_vs_min[route], "[" cpu_range "]",
       per["rust"], per["js"], per["minimal"], writes
-    speed[route] = ratio(rps["rust"], rps["js"]); cpu_vs_min[route] = ratio(ms["rust"], ms["minimal"])
     if (route == "view") { view_scripts = ratio(scripts[kr], marked[kr]); js_view_scripts = ratio(scripts[kj], marked[kj]) }
   }
+  for (k in closed) if (closed[k] > 0) { split(k, wr, SUBSEP); printf "  %s %s: the server closed %d connection(s) before answering (opened again)\n", wr[1], wr[2], closed[k] }
   while ((getline line < cold_file) > 0) {
     n = split(line, f, " ")
     for (i = 1; i <= n; i++) { split(f[i], kv, "="); v[kv[1]] = kv[2] }
@@ -308,15 +316,20 @@ END {
   printf "wasm: %d bytes raw, %d bytes gzipped (%.0f KiB); JS worker bundle: %d bytes raw, %d gzipped\n", wasm_raw, wasm_gzip, wasm_gzip / 1024, js_raw, js_gzip
 
   print ""
-  print "Goals (issue 11), ratios from this run:"
+  print "Goals (issue 11), the median ratios above:"
   split("like unlike view read batch", redis_routes, " ")
   for (r = 1; r <= 5; r++)
-    printf "  %s  %-6s rust req/s / js req/s      %5.2fx (goal >= 1.2x)\n", verdict(speed[redis_routes[r]] >= 1.2), redis_routes[r], speed[redis_routes[r]]
-  printf "  %s  like   rust CPU / minimal CPU    %5.2fx (goal <= 1.25x)\n", verdict(cpu_vs_min["like"] > 0 && cpu_vs_min["like"] <= 1.25), cpu_vs_min["like"]
-  printf "  %s  view   rust CPU / minimal CPU    %5.2fx (goal <= 1.25x)\n", verdict(cpu_vs_min["view"] > 0 && cpu_vs_min["view"] <= 1.25), cpu_vs_min["view"]
-  printf "  %s  404    rust CPU / minimal CPU    %5.2fx (goal <= 1.1x)\n", verdict(cpu_vs_min["notfound"] > 0 && cpu_vs_min["notfound"] <= 1.1), cpu_vs_min["notfound"]
+    printf "  %s  %-6s rust req/s / js req/s      %5.2fx (goal >= 1.2x)\n", judged(redis_routes[r], speed[redis_routes[r]] >= 1.2), redis_routes[r], speed[redis_routes[r]]
+  # The minimal worker does less than any Tally worker can (one fetch, nothing
+  # checked): its req/s over the JS worker bounds what the goal above can reach.
+  for (r = 1; r <= 5; r++)
+    if (redis_routes[r] in ran)
+      printf "  info  %-6s minimal req/s / js req/s   %5.2fx (the ceiling of a one-fetch worker)\n", redis_routes[r], ceiling[redis_routes[r]]
+  printf "  %s  like   rust CPU / minimal CPU    %5.2fx (goal <= 1.25x)\n", judged("like", cpu_vs_min["like"] > 0 && cpu_vs_min["like"] <= 1.25), cpu_vs_min["like"]
+  printf "  %s  view   rust CPU / minimal CPU    %5.2fx (goal <= 1.25x)\n", judged("view", cpu_vs_min["view"] > 0 && cpu_vs_min["view"] <= 1.25), cpu_vs_min["view"]
+  printf "  %s  404    rust CPU / minimal CPU    %5.2fx (goal <= 1.1x)\n", judged("notfound", cpu_vs_min["notfound"] > 0 && cpu_vs_min["notfound"] <= 1.1), cpu_vs_min["notfound"]
   printf "  %s  wasm gzipped                  %6.0f KiB (goal <= 150 KiB)\n", verdict(wasm_gzip <= 150 * 1024), wasm_gzip / 1024
-  printf "  %s  scripts per counted view (rust) %5.2f (goal 1)\n", verdict(view_scripts > 0 && view_scripts <= 1.01), view_scripts
+  printf "  %s  scripts per counted view (rust) %5.2f (goal 1)\n", judged("view", view_scripts > 0 && view_scripts <= 1.01), view_scripts
   printf "  info  scripts per counted view (js)   %5.2f\n", js_view_scripts
   printf "  info  cold start rust / js          %5.2fx (%.0f ms vs %.0f ms)\n", ratio(median_total["rust"], median_total["js"]), median_total["rust"], median_total["js"]
 
