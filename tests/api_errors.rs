@@ -14,10 +14,19 @@ fn client() -> reqwest::Client {
 
 #[tokio::test]
 async fn an_unknown_route_is_a_json_404() {
-    let reply = send(client().get(shared().worker.url("/v2/nothing"))).await;
-    assert_eq!(reply.status, 404);
-    assert_eq!(reply.body["error"]["code"], "not_found");
-    assert!(reply.body["error"]["message"].is_string());
+    // The isolate writes this body once and serves its copy after: every 404
+    // must be the same whole answer, with a JSON body's headers.
+    for path in ["/v2/nothing", "/v2/nothing", "/also/missing", "/v1"] {
+        let reply = send(client().get(shared().worker.url(path))).await;
+        assert_eq!(reply.status, 404, "{path}");
+        assert_eq!(
+            reply.body,
+            json!({"error": {"code": "not_found", "message": "no route matches this path"}}),
+            "{path}"
+        );
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+        assert_eq!(reply.header("cache-control"), Some("no-store"));
+    }
 }
 
 #[tokio::test]

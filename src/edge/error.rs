@@ -2,7 +2,7 @@
 
 use worker::console_error;
 
-use super::http::Reply;
+use super::http::{INTERNAL_BODY, Reply};
 
 use crate::engine::{EngineError, InvalidRequest, RateStatus};
 use crate::rest::RestError;
@@ -125,6 +125,23 @@ impl From<EngineError> for AppError {
 }
 
 impl AppError {
+    /// `{"error": {"code": …, "message": …}}` (and an import's `line`).
+    fn body(&self) -> Vec<u8> {
+        let line = match self {
+            AppError::InvalidImport { line, .. } => *line,
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.status_and_code().1,
+                line,
+                message: self.to_string(),
+            },
+        };
+        // An error body is a code, a number and a message: writing it does not fail.
+        serde_json::to_vec(&body).unwrap_or_else(|_| INTERNAL_BODY.to_vec())
+    }
+
     /// The status and the stable machine-readable code of this error.
     pub fn status_and_code(&self) -> (u16, &'static str) {
         match self {
@@ -153,7 +170,15 @@ impl AppError {
 
     /// The JSON response this error becomes.
     pub fn into_reply(self) -> Reply {
-        let (status, code) = self.status_and_code();
+        if let AppError::NotFound = self {
+            // The floor of every request (and what scanners get): its body,
+            // the same for every request, is written once per isolate.
+            thread_local! {
+                static NOT_FOUND: Vec<u8> = AppError::NotFound.body();
+            }
+            return NOT_FOUND.with(|body| Reply::json_bytes(404, body.clone()));
+        }
+        let status = self.status_and_code().0;
         match &self {
             AppError::Backend(detail) => console_error!("backend failure: {detail}"),
             AppError::RecordFailed(detail) => console_error!("system of record failure: {detail}"),
@@ -161,22 +186,7 @@ impl AppError {
             AppError::Internal(detail) => console_error!("internal error: {detail}"),
             _ => {}
         }
-        let line = match &self {
-            AppError::InvalidImport { line, .. } => *line,
-            _ => None,
-        };
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code,
-                line,
-                message: self.to_string(),
-            },
-        };
-        let mut reply = match Reply::json(status, &body) {
-            Ok(reply) => reply,
-            // An error body is a code, a number and a message: this does not happen.
-            Err(_) => Reply::internal(),
-        };
+        let mut reply = Reply::json_bytes(status, self.body());
         match &self {
             AppError::MethodNotAllowed(allow) => {
                 reply.header("Allow", allow);

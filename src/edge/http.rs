@@ -142,6 +142,10 @@ impl Incoming {
     }
 }
 
+/// The body of `500 internal_error`, for when even an error could not be written.
+pub const INTERNAL_BODY: &[u8] =
+    br#"{"error":{"code":"internal_error","message":"internal error"}}"#;
+
 /// A response on its way out: handed to the runtime in one call ([`Reply::into_raw`]).
 pub struct Reply {
     status: u16,
@@ -165,21 +169,21 @@ impl Reply {
     /// A JSON response that no cache may keep.
     pub fn json<T: Serialize>(status: u16, body: &T) -> Result<Reply, AppError> {
         let body = serde_json::to_vec(body).map_err(|e| AppError::Internal(e.to_string()))?;
-        Ok(Reply {
+        Ok(Reply::json_bytes(status, body))
+    }
+
+    /// A JSON response that no cache may keep, its body already written.
+    pub fn json_bytes(status: u16, body: Vec<u8>) -> Reply {
+        Reply {
             status,
             body: Body::Json(body),
             extra: String::new(),
-        })
+        }
     }
 
     /// `500` with the `internal_error` body, for when even an error could not be written.
     pub fn internal() -> Reply {
-        const BODY: &[u8] = br#"{"error":{"code":"internal_error","message":"internal error"}}"#;
-        Reply {
-            status: 500,
-            body: Body::Json(BODY.to_vec()),
-            extra: String::new(),
-        }
+        Reply::json_bytes(500, INTERNAL_BODY.to_vec())
     }
 
     /// `body` with `status`; its headers are the caller's to add.
