@@ -1,9 +1,9 @@
-// The worker's JavaScript entry: a plain module export whose `fetch` calls the
-// wasm's `fetch` (src/edge/entry.rs) directly. scripts/build.sh bundles it in
-// place of worker-build's shim, which made each request construct an entrypoint
-// class through a Proxy and wrapped `fetch` in a new async Proxy per call; what
-// that shim did for panics stays: a trap (a Rust panic) marks the module
-// critical, and the next request reinitialises it first.
+// The worker's JavaScript entry: a plain module export whose `fetch` and
+// `scheduled` call the wasm's (src/edge/entry.rs) directly. scripts/build.sh
+// bundles it in place of worker-build's shim, which made each request
+// construct an entrypoint class through a Proxy and wrapped `fetch` in a new
+// async Proxy per call; what that shim did for panics stays: a trap (a Rust
+// panic) marks the module critical, and the next call reinitialises it first.
 import * as exports from "./index.js";
 
 Error.stackTraceLimit = 100;
@@ -28,7 +28,7 @@ function handleMaybeCritical(error) {
 // A trap while a request waits on I/O happens in a promise callback: uncaught.
 addEventListener("error", (event) => handleMaybeCritical(event.error));
 
-const handlers = {
+export default {
   fetch(request, env, ctx) {
     checkReinitialize();
     try {
@@ -38,21 +38,14 @@ const handlers = {
       throw error;
     }
   },
-};
 
-// The other handlers the wasm exports (`#[event(scheduled)]`...), as worker-build's shim wrapped them.
-for (const name of ["scheduled", "queue", "email"]) {
-  const handler = exports[name];
-  if (typeof handler !== "function") continue;
-  handlers[name] = async (event, env, ctx) => {
+  async scheduled(event, env, ctx) {
     checkReinitialize();
     try {
-      return await handler(event, env, ctx);
+      return await exports.scheduled(event, env, ctx);
     } catch (error) {
       handleMaybeCritical(error);
       throw error;
     }
-  };
-}
-
-export default handlers;
+  },
+};

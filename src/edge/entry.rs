@@ -1,16 +1,18 @@
-//! The wasm's `fetch` export: runs [`super::fetch`] without a microtask per step.
+//! The wasm's `fetch` and `scheduled` exports: each runs its handler
+//! ([`super::fetch`], [`super::scheduled`]) without a microtask per step.
 //!
-//! `#[event(fetch)]` hands the handler to `future_to_promise`, whose executor
-//! polls it in a microtask of its own at the start and again after every
-//! promise it awaits: a `queueMicrotask` call into JavaScript and back each
-//! time, and a `Promise` even for an answer that needs no I/O. Here the first
-//! poll runs at once: a request answered without I/O (a 404, a 405, a bad id, a
-//! preflight) returns its `Response` directly. Otherwise the request becomes a
-//! job that is polled again from the callback of the promise it waits on,
-//! which already runs in a microtask, and resolves its `Promise` when done.
-//! The handler always has an answer (errors become their JSON responses in
-//! [`super::fetch`]); a panic traps the module, as under `#[event(fetch)]`,
-//! which the JavaScript entry (`entry.js`) notices and reinitialises.
+//! `#[event(fetch)]` and `#[event(scheduled)]` hand the handler to
+//! `future_to_promise`, whose executor polls it in a microtask of its own at
+//! the start and again after every promise it awaits: a `queueMicrotask` call
+//! into JavaScript and back each time, and a `Promise` even for an answer that
+//! needs no I/O. Here the first poll runs at once: a request answered without
+//! I/O (a 404, a 405, a bad id, a preflight) returns its `Response` directly.
+//! Otherwise the handler becomes a job that is polled again from the callback
+//! of the promise it waits on, which already runs in a microtask, and resolves
+//! its `Promise` when done. The handlers always have an answer (errors become
+//! their JSON responses in [`super::fetch`], a pass logs its own); a panic
+//! traps the module, as under `#[event]`, which the JavaScript entry
+//! (`entry.js`) notices and reinitialises.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -22,15 +24,15 @@ use wasm_bindgen::prelude::wasm_bindgen;
 use worker::js_sys::{Function, Promise};
 use worker::wasm_bindgen::JsValue;
 use worker::web_sys;
-use worker::{Context, Env};
+use worker::{Context, Env, worker_sys};
 
-/// A request still waiting on I/O, and how to settle its promise.
+/// A handler still waiting on I/O, and how to settle its promise.
 struct Job {
     future: Pin<Box<dyn Future<Output = JsValue>>>,
     resolve: Function,
 }
 
-/// The requests waiting on I/O in this isolate (it runs one thread), by id.
+/// The handlers waiting on I/O in this isolate (it runs one thread), by id.
 #[derive(Default)]
 struct Jobs {
     slots: Vec<Option<Job>>,
@@ -47,10 +49,37 @@ thread_local! {
 
 /// The runtime's `fetch` handler: a `Response`, or a `Promise` of one.
 #[wasm_bindgen(js_name = fetch)]
-pub fn entry(req: web_sys::Request, env: Env, ctx: worker::worker_sys::Context) -> JsValue {
+pub fn entry(req: web_sys::Request, env: Env, ctx: worker_sys::Context) -> JsValue {
     let ctx = Context::new(ctx);
-    let mut future: Pin<Box<dyn Future<Output = JsValue>>> =
-        Box::pin(async move { super::fetch(req, env, ctx).await.into_raw().into() });
+    start(
+        Box::pin(async move { super::fetch(req, env, ctx).await.into_raw().into() }),
+        || super::http::Reply::internal().into_raw().into(),
+    )
+}
+
+/// The runtime's `scheduled` handler: `undefined`, or a `Promise` of it.
+#[wasm_bindgen(js_name = scheduled)]
+pub fn scheduled(
+    _event: worker_sys::ScheduledEvent,
+    env: Env,
+    _ctx: worker_sys::ScheduleContext,
+) -> JsValue {
+    start(
+        Box::pin(async move {
+            super::scheduled(env).await;
+            JsValue::UNDEFINED
+        }),
+        || JsValue::UNDEFINED,
+    )
+}
+
+/// Polls `future` once: its output if that finished it, else a `Promise` of
+/// its output, settled by the job it becomes. Should no promise be made,
+/// `unsettled` answers in its place and the job is dropped.
+fn start(
+    mut future: Pin<Box<dyn Future<Output = JsValue>>>,
+    unsettled: fn() -> JsValue,
+) -> JsValue {
     let id = JOBS.with(|jobs| {
         let mut jobs = jobs.borrow_mut();
         jobs.free.pop().unwrap_or_else(|| {
@@ -60,9 +89,9 @@ pub fn entry(req: web_sys::Request, env: Env, ctx: worker::worker_sys::Context) 
     });
     let waker = Waker::from(Arc::new(Wakeup(id)));
     let (polled, woken) = poll(id, &mut future, &waker);
-    if let Poll::Ready(response) = polled {
+    if let Poll::Ready(output) = polled {
         JOBS.with(|jobs| jobs.borrow_mut().free.push(id));
-        return response;
+        return output;
     }
     let mut resolver = None;
     let promise = Promise::new(&mut |resolve, _reject| resolver = Some(resolve));
@@ -70,7 +99,7 @@ pub fn entry(req: web_sys::Request, env: Env, ctx: worker::worker_sys::Context) 
         // `new Promise` runs its executor before it returns: this does not happen.
         JOBS.with(|jobs| jobs.borrow_mut().free.push(id));
         worker::console_error!("no promise resolver");
-        return super::http::Reply::internal().into_raw().into();
+        return unsettled();
     };
     JOBS.with(|jobs| jobs.borrow_mut().slots[id] = Some(Job { future, resolve }));
     // A wake-up during the first poll found no job to poll yet.
@@ -107,8 +136,8 @@ fn run(id: usize) {
     let waker = Waker::from(Arc::new(Wakeup(id)));
     loop {
         match poll(id, &mut job.future, &waker) {
-            (Poll::Ready(response), _) => {
-                let _ = job.resolve.call1(&JsValue::UNDEFINED, &response);
+            (Poll::Ready(output), _) => {
+                let _ = job.resolve.call1(&JsValue::UNDEFINED, &output);
                 JOBS.with(|jobs| jobs.borrow_mut().free.push(id));
                 return;
             }

@@ -21,7 +21,7 @@ mod routes;
 use std::rc::Rc;
 
 use worker::web_sys::Request;
-use worker::{Context, Env, Method, ScheduleContext, ScheduledEvent, event};
+use worker::{Context, Env, Method};
 
 use config::{Basics, Config};
 use error::AppError;
@@ -60,9 +60,9 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Reply {
 }
 
 /// The cron trigger (`[triggers] crons` in wrangler.toml, every minute): one
-/// reconciliation pass of the outbox into the system of record.
-#[event(scheduled)]
-async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+/// reconciliation pass of the outbox into the system of record (exported by
+/// [`entry`]).
+async fn scheduled(env: Env) {
     // No request brought the time with it: read the clock.
     http::now_ms();
     match Config::get(&env, metrics::observer) {
