@@ -20,6 +20,7 @@ use super::config::{Config, MAX_FLUSH_SECONDS};
 use super::error::AppError;
 use super::http::{Incoming, Reply, clock_ms, now_ms};
 use super::identity;
+use super::jobs;
 use crate::keys::Keys;
 use crate::metrics::{Batch, FLIGHT_LEASE_MS, FLUSH, Metrics, Outbox, Outcome, UNMATCHED_ROUTE};
 use crate::rest::{RestClient, RestObserver, RoundTrip};
@@ -124,9 +125,9 @@ fn schedule_flush(ctx: &Context, config: Rc<Config>, interval: f64, now: f64) {
     }
     FLUSH_TASK_SINCE.set(now);
     let wait = (NEXT_FLUSH_AT.get() - now).clamp(0.0, MAX_FLUSH_SECONDS * 1000.0);
-    ctx.wait_until(async move {
+    jobs::wait_until(ctx, async move {
         if wait > 0.0 {
-            worker::Delay::from(millis(wait)).await;
+            jobs::sleep(millis(wait)).await;
         }
         let client = config.unobserved_client();
         let keys = config.engine().keys();

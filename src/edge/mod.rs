@@ -14,6 +14,7 @@ mod fetch;
 mod handlers;
 mod http;
 mod identity;
+mod jobs;
 mod metrics;
 mod record;
 mod routes;
