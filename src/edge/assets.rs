@@ -8,7 +8,9 @@
 //! matched (or when a setup runs the worker first); it is handed to the
 //! `ASSETS` binding if there is one, else it is a `404`.
 
-use worker::Env;
+use worker::wasm_bindgen::{JsCast, JsValue};
+use worker::wasm_bindgen_futures::JsFuture;
+use worker::{Env, web_sys, worker_sys};
 
 use super::error::AppError;
 use super::http::{self, Incoming, Reply};
@@ -21,17 +23,27 @@ pub async fn serve(req: &Incoming, env: &Env) -> Result<Reply, AppError> {
     let Ok(assets) = env.assets(BINDING) else {
         return Err(AppError::NotFound);
     };
-    let copy = req
-        .raw()
-        .clone()
-        .map_err(|_| AppError::Internal("the request could not be copied".into()))?;
-    let response = assets.fetch_request(worker::Request::from(copy)).await?;
+    // The binding's own `fetch`, given the runtime's request (a `GET` or
+    // `HEAD`: no body to consume): a `worker::Request` would first read all of
+    // it into wasm, and its `Response` would make a new one on the way out.
+    let assets: worker_sys::Fetcher = assets.into_rpc();
+    let answer = assets.fetch(req.raw()).map_err(js_error)?;
+    let response: web_sys::Response = JsFuture::from(answer)
+        .await
+        .map_err(js_error)?
+        .dyn_into()
+        .map_err(js_error)?;
     // That was I/O: the clock moved (see `http::clock_ms`).
     http::now_ms();
-    if response.status_code() == 404 {
+    if response.status() == 404 {
         return Err(AppError::NotFound);
     }
     // Its headers are immutable: CORS goes on a copy, in place of the file's
     // own `Access-Control-Allow-Origin` (`Reply::into_raw`).
-    Ok(Reply::runtime(response.into()))
+    Ok(Reply::runtime(response))
+}
+
+/// What the binding threw or rejected with, as `worker` reports it.
+fn js_error(error: JsValue) -> AppError {
+    worker::Error::from(error).into()
 }
