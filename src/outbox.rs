@@ -12,6 +12,7 @@
 //! This module is pure: it names the event fields, parses stream entries and
 //! merges the shards' entries into one ordered, bounded batch.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -253,12 +254,24 @@ fn parse_counters(json: &str) -> Option<BTreeMap<String, CounterValue>> {
 }
 
 /// The positions `n` of `entries` `(id, shard, n)` in stream order: by id,
-/// then shard, then position. The one sort of the outbox code (each sort
-/// instantiated for another type is more code in the wasm).
+/// then shard, then position.
 pub fn order(entries: impl Iterator<Item = (StreamId, usize, usize)>) -> Vec<usize> {
-    let mut entries: Vec<(StreamId, usize, usize)> = entries.collect();
-    entries.sort_unstable();
-    entries.into_iter().map(|(_, _, n)| n).collect()
+    let entries: Vec<(StreamId, usize, usize)> = entries.collect();
+    let mut order = sorted(entries.len(), &|a, b| entries[a].cmp(&entries[b]));
+    for n in &mut order {
+        *n = entries[*n].2;
+    }
+    order
+}
+
+/// The positions `0..len` ordered by `cmp`, equal ones in their own order.
+/// The one sort of the outbox and record code: every list they order goes
+/// through it, as each sort instantiated for another element type (or
+/// another comparison) is several KB of the wasm.
+pub fn sorted(len: usize, cmp: &dyn Fn(usize, usize) -> Ordering) -> Vec<usize> {
+    let mut positions: Vec<usize> = (0..len).collect();
+    positions.sort_unstable_by(|&a, &b| cmp(a, b).then(a.cmp(&b)));
+    positions
 }
 
 /// What one read of the outbox gives the pass.

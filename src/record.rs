@@ -19,7 +19,7 @@
 //! stands in the order. This module is pure: no `worker`, tested natively (the
 //! SQL itself on a real SQLite in tests/record_sql.rs).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -228,7 +228,7 @@ pub fn plan(batch: &Batch) -> Plan {
         events: batch.events.len(),
         ..Plan::default()
     };
-    let mut touched = BTreeSet::new();
+    let mut touched = Vec::new();
     for segment in segments(&batch.events) {
         segment.push_statements(&mut plan.statements, &mut touched);
     }
@@ -236,7 +236,7 @@ pub fn plan(batch: &Batch) -> Plan {
         sql: STATE_ADVANCE,
         rows: marks_json(&batch.marks),
     });
-    plan.touched = touched.into_iter().collect();
+    plan.touched = sorted_set(&touched);
     plan
 }
 
@@ -336,9 +336,51 @@ enum Segment {
 
 /// The key of every map of [`Deltas`] and [`Imports`]: (item, identity or
 /// counter name or `""`, UTC day start or 0). One key and one value type for
-/// all their maps: each `BTreeMap` instantiated for other types is more code
+/// all their maps: each map or sort instantiated for other types is more code
 /// in the wasm.
 type Key = (String, String, i64);
+
+/// A map from [`Key`] to [`Sum`], kept as a list: an entry per event, in
+/// order, then sorted by key and folded into one entry per key
+/// ([`Sums::fold`]) once the segment is read. Not a `BTreeMap`: its code for
+/// this key and value type (insert, split, search, iterators) is more wasm
+/// than the one shared sort ([`outbox::sorted`]).
+#[derive(Default)]
+struct Sums {
+    entries: Vec<(Key, Sum)>,
+}
+
+impl Sums {
+    /// Adds the entry of one event.
+    fn push(&mut self, key: Key, sum: Sum) {
+        self.entries.push((key, sum));
+    }
+
+    /// Sorts the entries by key, each key's in the order they came, and
+    /// folds each key's entries, first to last, with `merge`.
+    fn fold(&mut self, merge: fn(&mut Sum, &Sum)) {
+        let entries = std::mem::take(&mut self.entries);
+        for n in outbox::sorted(entries.len(), &|a, b| entries[a].0.cmp(&entries[b].0)) {
+            let (key, sum) = &entries[n];
+            match self.entries.last_mut() {
+                Some((kept, folded)) if kept == key => merge(folded, sum),
+                _ => self.entries.push((key.clone(), *sum)),
+            }
+        }
+    }
+}
+
+/// `texts` sorted, each once (a set of item ids without a `BTreeSet`, whose
+/// code is more wasm than the one shared sort, [`outbox::sorted`]).
+pub fn sorted_set(texts: &[String]) -> Vec<String> {
+    let mut set: Vec<String> = Vec::new();
+    for n in outbox::sorted(texts.len(), &|a, b| texts[a].cmp(&texts[b])) {
+        if set.last() != Some(&texts[n]) {
+            set.push(texts[n].clone());
+        }
+    }
+    set
+}
 
 /// A sum of [`Deltas`] or a value of [`Imports`]; each map uses the fields it names.
 #[derive(Debug, Clone, Copy, Default)]
@@ -353,25 +395,47 @@ struct Sum {
     is_float: bool,
 }
 
+/// Folds a later delta of a key into its sum: counts add up (integers
+/// saturating), the time is the latest, the like state the later one.
+fn add(sum: &mut Sum, later: &Sum) {
+    sum.views += later.views;
+    sum.t = sum.t.max(later.t);
+    sum.likes = later.likes;
+    sum.int = sum.int.saturating_add(later.int);
+    sum.float += later.float;
+    sum.is_float |= later.is_float;
+}
+
+/// Folds a later import of a key into its value: what the later one sets
+/// wins, the time is the latest.
+fn replace(value: &mut Sum, later: &Sum) {
+    value.set_views = later.set_views.or(value.set_views);
+    value.likes_base = later.likes_base.or(value.likes_base);
+    value.t = value.t.max(later.t);
+    value.int = later.int;
+    value.float = later.float;
+    value.is_float = later.is_float;
+}
+
 #[derive(Default)]
 struct Deltas {
     /// Per (item, "", 0): views added and the latest event time `t`.
-    items: BTreeMap<Key, Sum>,
+    items: Sums,
     /// Per (item, identity, 0): whether it `likes` the item after the segment.
-    likers: BTreeMap<Key, Sum>,
+    likers: Sums,
     /// Per (item, "", UTC day start): views.
-    days: BTreeMap<Key, Sum>,
+    days: Sums,
     /// Per (item, counter, 0): integer sum, float sum, whether any add `is_float`.
-    counters: BTreeMap<Key, Sum>,
+    counters: Sums,
 }
 
 #[derive(Default)]
 struct Imports {
     /// Per (item, "", 0): the views and likes_base to set (`set_views`,
     /// `likes_base`; `None` keeps the record's) and the latest time `t`.
-    items: BTreeMap<Key, Sum>,
+    items: Sums,
     /// Per (item, counter, 0): the value to set, `int` or (`is_float`) `float`.
-    counters: BTreeMap<Key, Sum>,
+    counters: Sums,
 }
 
 struct Merge {
@@ -408,14 +472,18 @@ fn segments(events: &[Event]) -> Vec<Segment> {
                                 ..Sum::default()
                             },
                         };
-                        let key = (item.clone(), name.clone(), 0);
-                        imports.counters.insert(key, value);
+                        imports
+                            .counters
+                            .push((item.clone(), name.clone(), 0), value);
                     }
-                    let key = (item, String::new(), 0);
-                    let import = imports.items.entry(key).or_default();
-                    import.set_views = views.or(import.set_views);
-                    import.likes_base = likes_base.or(import.likes_base);
-                    import.t = import.t.max(event.t);
+                    let import = Sum {
+                        set_views: *views,
+                        likes_base: *likes_base,
+                        // The latest time, from 0.
+                        t: event.t.max(0),
+                        ..Sum::default()
+                    };
+                    imports.items.push((item, String::new(), 0), import);
                 }
             }
             Op::Merge { from } => {
@@ -449,24 +517,43 @@ fn segments(events: &[Event]) -> Vec<Segment> {
             }
         }
     }
+    for segment in &mut segments {
+        match segment {
+            Segment::Deltas(deltas) => {
+                for sums in [
+                    &mut deltas.items,
+                    &mut deltas.likers,
+                    &mut deltas.days,
+                    &mut deltas.counters,
+                ] {
+                    sums.fold(add);
+                }
+            }
+            Segment::Imports(imports) => {
+                imports.items.fold(replace);
+                imports.counters.fold(replace);
+            }
+            Segment::Merges(_) => {}
+        }
+    }
     segments
 }
 
 impl Deltas {
     fn add(&mut self, event: &Event, op: &Op) {
-        let entry = self
-            .items
-            .entry((event.item.clone(), String::new(), 0))
-            .or_insert(Sum {
-                t: event.t,
-                ..Sum::default()
-            });
-        entry.t = entry.t.max(event.t);
+        let view = matches!(op, Op::View);
+        let item = Sum {
+            views: u64::from(view),
+            t: event.t,
+            ..Sum::default()
+        };
+        self.items
+            .push((event.item.clone(), String::new(), 0), item);
         match op {
             Op::Like { who } | Op::Unlike { who } => {
                 let likes = matches!(op, Op::Like { .. });
                 let key = (event.item.clone(), who.clone(), 0);
-                self.likers.insert(
+                self.likers.push(
                     key,
                     Sum {
                         likes,
@@ -475,21 +562,29 @@ impl Deltas {
                 );
             }
             Op::View => {
-                entry.views += 1;
                 let day = Bucket::Day.start(event.t);
                 let key = (event.item.clone(), String::new(), day);
-                self.days.entry(key).or_default().views += 1;
+                let one = Sum {
+                    views: 1,
+                    ..Sum::default()
+                };
+                self.days.push(key, one);
             }
             Op::Add { name, by } => {
                 let key = (event.item.clone(), name.clone(), 0);
-                let sum = self.counters.entry(key).or_default();
-                match by {
-                    Amount::Int(n) => sum.int = sum.int.saturating_add(*n),
-                    Amount::Float(f) => {
-                        sum.float += f;
-                        sum.is_float = true;
-                    }
-                }
+                let sum = match by {
+                    Amount::Int(n) => Sum {
+                        int: *n,
+                        ..Sum::default()
+                    },
+                    // Summed from 0.0, as `add` folds: a lone `-0.0` sums to `0.0`.
+                    Amount::Float(f) => Sum {
+                        float: 0.0 + f,
+                        is_float: true,
+                        ..Sum::default()
+                    },
+                };
+                self.counters.push(key, sum);
             }
             Op::Import { .. } | Op::Merge { .. } | Op::MergedIn { .. } => {}
         }
@@ -497,7 +592,8 @@ impl Deltas {
 }
 
 impl Segment {
-    fn push_statements(&self, out: &mut Vec<Statement>, touched: &mut BTreeSet<String>) {
+    /// Pushes the segment's statements to `out` and its items to `touched`.
+    fn push_statements(&self, out: &mut Vec<Statement>, touched: &mut Vec<String>) {
         // Rows are pushed by loops and built by one function, not by a
         // `map(..).collect()` per statement: each closure is another copy of
         // the iterator code in the wasm.
@@ -518,8 +614,8 @@ impl Segment {
         match self {
             Segment::Deltas(d) => {
                 let mut items = Vec::new();
-                for ((item, _, _), s) in &d.items {
-                    touched.insert(item.clone());
+                for ((item, _, _), s) in &d.items.entries {
+                    touched.push(item.clone());
                     let (views, t) = (s.views.into(), s.t.into());
                     items.push(object(&mut [
                         ("item", text(item)),
@@ -529,7 +625,7 @@ impl Segment {
                 }
                 push(out, ITEMS_ADD, items);
                 let (mut added, mut removed, mut liked) = (Vec::new(), Vec::new(), Vec::new());
-                for ((item, who, _), s) in &d.likers {
+                for ((item, who, _), s) in &d.likers.entries {
                     let row = object(&mut [("item", text(item)), ("who", text(who))]);
                     if s.likes {
                         added.push(row);
@@ -545,7 +641,7 @@ impl Segment {
                 push(out, LIKERS_REMOVE, removed);
                 push(out, LIKES_RECOUNT, liked);
                 let mut days = Vec::new();
-                for ((item, _, day), s) in &d.days {
+                for ((item, _, day), s) in &d.days.entries {
                     let (day, views) = ((*day).into(), s.views.into());
                     days.push(object(&mut [
                         ("item", text(item)),
@@ -555,15 +651,15 @@ impl Segment {
                 }
                 push(out, DAYS_ADD, days);
                 let mut counters = Vec::new();
-                for ((item, name, _), s) in &d.counters {
+                for ((item, name, _), s) in &d.counters.entries {
                     counters.push(counter_row(item, name, s));
                 }
                 push(out, COUNTERS_ADD, counters);
             }
             Segment::Imports(imports) => {
                 let (mut items, mut sets, mut recount) = (Vec::new(), Vec::new(), Vec::new());
-                for ((item, _, _), i) in &imports.items {
-                    touched.insert(item.clone());
+                for ((item, _, _), i) in &imports.items.entries {
+                    touched.push(item.clone());
                     let mut row = [("item", text(item)), ("views", 0.into()), ("t", i.t.into())];
                     items.push(object(&mut row));
                     let (views, base) = (i.set_views.into(), i.likes_base.into());
@@ -575,7 +671,7 @@ impl Segment {
                     recount.push(text(item));
                 }
                 let mut counters = Vec::new();
-                for ((item, name, _), s) in &imports.counters {
+                for ((item, name, _), s) in &imports.counters.entries {
                     counters.push(counter_row(item, name, s));
                 }
                 push(out, ITEMS_ADD, items);
@@ -586,8 +682,8 @@ impl Segment {
             Segment::Merges(merges) => {
                 let (mut items, mut pairs, mut recount) = (Vec::new(), Vec::new(), Vec::new());
                 for m in merges {
-                    touched.insert(m.to.clone());
-                    touched.insert(m.from.clone());
+                    touched.push(m.to.clone());
+                    touched.push(m.from.clone());
                     let mut row = [
                         ("item", text(&m.to)),
                         ("views", 0.into()),
@@ -823,6 +919,53 @@ mod tests {
             rows(&plan, COUNTERS_ADD),
             [json!([{"item": "a", "name": "n", "int": 5, "float": 0.5, "is_float": 1}])]
         );
+    }
+
+    #[test]
+    fn rows_are_in_key_order_and_each_keys_events_fold_in_stream_order() {
+        let add = |id, item: &str, by| {
+            event(
+                id,
+                item,
+                1,
+                Op::Add {
+                    name: "n".into(),
+                    by,
+                },
+            )
+        };
+        let plan = plan(&batch(vec![
+            like(1, "b", "u1"),
+            like(2, "a", "u2"),
+            unlike(3, "b", "u1"),
+            like(4, "b", "u1"),
+            add(5, "b", Amount::Int(i64::MAX)),
+            add(6, "b", Amount::Int(1)),
+            add(7, "b", Amount::Int(-1)),
+            add(8, "a", Amount::Float(-0.0)),
+        ]));
+        assert_eq!(
+            rows(&plan, LIKERS_ADD),
+            [json!([{"item": "a", "who": "u2"}, {"item": "b", "who": "u1"}])]
+        );
+        assert!(
+            rows(&plan, LIKERS_REMOVE).is_empty(),
+            "u1 likes b at the end"
+        );
+        // Saturating in stream order: MAX + 1 stays MAX, then - 1.
+        assert_eq!(
+            rows(&plan, COUNTERS_ADD),
+            [json!([
+                {"item": "a", "name": "n", "int": 0, "float": 0.0, "is_float": 1},
+                {"item": "b", "name": "n", "int": i64::MAX - 1, "float": 0.0, "is_float": 0}
+            ])]
+        );
+        let counters = plan.statements.iter().find(|s| s.sql == COUNTERS_ADD);
+        assert!(
+            counters.is_some_and(|s| !s.rows.contains("-0.0")),
+            "a sum from 0.0 of a lone -0.0 is 0.0"
+        );
+        assert_eq!(plan.touched, ["a", "b"]);
     }
 
     #[test]

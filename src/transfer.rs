@@ -7,7 +7,7 @@
 //! the outbox events (`import`, `merge` and `merged_in`, see
 //! [`crate::outbox`]) when the system of record is on.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
@@ -89,8 +89,9 @@ impl TransferError {
 /// line is good.
 pub fn parse_import(body: &[u8]) -> Result<Vec<ImportLine>, TransferError> {
     let mut lines = Vec::new();
-    // A set of ids, as the pass's set of touched items is: one BTreeSet type in the wasm.
-    let mut seen: BTreeSet<String> = BTreeSet::new();
+    // The ids so far, sorted: a `BTreeSet` type would be more wasm, and at
+    // most MAX_IMPORT_LINES ids make inserting in place cheap.
+    let mut seen: Vec<String> = Vec::new();
     for (index, raw) in body.split(|&b| b == b'\n').enumerate() {
         let number = index + 1;
         let text =
@@ -107,15 +108,19 @@ pub fn parse_import(body: &[u8]) -> Result<Vec<ImportLine>, TransferError> {
             ));
         }
         let line = parse_line(number, text)?;
-        if !seen.insert(line.item.as_str().to_owned()) {
-            let first = lines
-                .iter()
-                .find(|l: &&ImportLine| l.item == line.item)
-                .map_or(number, |l| l.line);
-            return Err(TransferError::line(
-                number,
-                format!("item `{}` is already on line {first}", line.item),
-            ));
+        let id = line.item.as_str();
+        match seen.binary_search_by(|seen| seen.as_str().cmp(id)) {
+            Err(at) => seen.insert(at, id.to_owned()),
+            Ok(_) => {
+                let first = lines
+                    .iter()
+                    .find(|l: &&ImportLine| l.item == line.item)
+                    .map_or(number, |l| l.line);
+                return Err(TransferError::line(
+                    number,
+                    format!("item `{}` is already on line {first}", line.item),
+                ));
+            }
         }
         lines.push(line);
     }

@@ -201,7 +201,7 @@ async fn pass(
     let started = http::now_ms();
     let mut seq = int(state, "seq")?;
     let mut report = PassReport::default();
-    let mut touched = std::collections::BTreeSet::new();
+    let mut touched = Vec::new();
     // Reads of up to RECONCILE_MAX_EVENTS (less what was applied), each
     // applied in D1 transactions of at most BATCH_EVENTS, until the outbox is
     // drained, RECONCILE_MAX_EVENTS are applied or the time budget is spent.
@@ -255,7 +255,7 @@ async fn pass(
             break;
         }
     }
-    let touched: Vec<String> = touched.into_iter().collect();
+    let touched = record::sorted_set(&touched);
     // Up to the marks this pass committed or read from D1: also what a pass
     // that died before its trim left behind (trimming twice removes nothing more).
     engine.outbox_trim(&after).await?;
