@@ -3,7 +3,7 @@
 // protocol: Profiler.start/stop) while examples/load_api.rs drives the phase.
 // Writes OUTDIR/PHASE.cpuprofile (open in Chrome DevTools) and prints, per
 // phase, the busiest functions by self time and the share of time spent under
-// named suspects (inclusive). For bench/profile.sh; Node 20 needs
+// named suspects (inclusive), each also in µs per answered request. For bench/profile.sh; Node 20 needs
 // --experimental-websocket.
 //
 //   node --experimental-websocket bench/profile.mjs BUNDLE VARS_FILE DATE OUTDIR \
@@ -113,14 +113,17 @@ try {
     const { profile } = await send("Profiler.stop");
     writeFileSync(`${outDir}/${phase}.cpuprofile`, JSON.stringify(profile));
     console.log(`\n== ${phase}: ${result.out}`);
-    summarise(profile);
+    // Every answer of the run, warm-up included: the profile spans all of it.
+    summarise(profile, Number(/\btotal=(\d+)/.exec(result.out)?.[1] ?? 0));
   }
   socket.close();
 } finally {
   await mf.dispose();
 }
 
-function summarise(profile) {
+// Shares within one profile, and microseconds per answered request, which
+// compare across profiles of different builds (shares do not).
+function summarise(profile, answered) {
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const parent = new Map();
   for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
@@ -141,8 +144,9 @@ function summarise(profile) {
       if ([...seen].some((s) => pattern.test(s))) inclusive.set(label, (inclusive.get(label) ?? 0) + dt);
     }
   });
-  const pct = (t) => `${((100 * t) / busy).toFixed(1).padStart(5)}%`;
-  console.log(`busy (not idle) samples: ${(busy / 1000).toFixed(0)} ms`);
+  const perRequest = (t) => (answered > 0 ? `${(t / answered).toFixed(1).padStart(6)} µs` : "");
+  const pct = (t) => `${((100 * t) / busy).toFixed(1).padStart(5)}% ${perRequest(t)}`;
+  console.log(`busy (not idle) samples: ${(busy / 1000).toFixed(0)} ms; ${perRequest(busy)} per answered request (${answered})`);
   console.log("top functions by self time:");
   for (const [fn, t] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 25)) console.log(`  ${pct(t)}  ${fn}`);
   console.log("suspects, inclusive (a sample counts when any frame on its stack matches):");

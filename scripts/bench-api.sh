@@ -4,6 +4,8 @@
 # loopback (docs/benchmarks.md):
 #   rust     the built bundle (build/index.js + build/index_bg.wasm), or
 #            BENCH_RUST_BUNDLE (another build's index.js);
+#   base     with BENCH_BASELINE_BUNDLE (another build's index.js) only: a
+#            second Rust build, in the same turns, for an A/B of a change;
 #   js       bench/js-worker: the same routes with @upstash/redis and Web Crypto;
 #   minimal  bench/minimal-worker: one EVALSHA through fetch per /v1/ request.
 # All three are served at once by workerd through Miniflare's API, no inspector
@@ -36,6 +38,9 @@ token="bench-gateway-token"
 secret="bench-jwt-secret"
 read -r -a routes <<<"${BENCH_ROUTES:-notfound like unlike view read batch}"
 workers=(rust js minimal)
+# The workers served and loaded: with a baseline build, a fourth.
+served=(rust js minimal)
+[ -n "${BENCH_BASELINE_BUNDLE:-}" ] && served+=(base)
 
 cargo build --release --quiet -p tally-gateway --bin tally-gateway
 cargo build --release --quiet -p tally --example load_api
@@ -81,7 +86,8 @@ esbuild_flags=(--bundle --format=esm --platform=neutral --main-fields=module,mai
   --conditions=workerd,worker,browser --loader:.lua=text --log-level=warning)
 node_modules/.bin/esbuild bench/js-worker/src/index.js "${esbuild_flags[@]}" --outfile="$dir/js.js"
 node_modules/.bin/esbuild bench/minimal-worker/src/index.js "${esbuild_flags[@]}" --outfile="$dir/minimal.js"
-declare -A bundle=([rust]="$rust_bundle" [js]="$dir/js.js" [minimal]="$dir/minimal.js")
+declare -A bundle=([rust]="$rust_bundle" [js]="$dir/js.js" [minimal]="$dir/minimal.js"
+  [base]="${BENCH_BASELINE_BUNDLE:-}")
 
 redis_port="$(free_port)"
 redis-server --bind 127.0.0.1 --port "$redis_port" --save '' --appendonly no \
@@ -179,28 +185,28 @@ shapes() {
   shape wrong_method -X POST "$base/v1/items/$item"
 }
 
-echo "Worker API: rust, js, minimal; $connections connections, ${seconds}s per slice after a 1s warm-up, $rounds slice(s) per route and worker, loopback"
+echo "Worker API: ${served[*]}; $connections connections, ${seconds}s per slice after a 1s warm-up, $rounds slice(s) per route and worker, loopback"
 # The machine's load, so a reader can tell a quiet run from a busy one.
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) CPUs)"
 : >"$dir/results"
-for worker in "${workers[@]}"; do start "$worker"; done
+for worker in "${served[@]}"; do start "$worker"; done
 # Redis, the gateway, the machine and each isolate warm up on their first
 # traffic (in early runs the first measured worker read and viewed 20-90% more
 # slowly than later): first an unmeasured second of every phase on each.
-for worker in "${workers[@]}"; do
+for worker in "${served[@]}"; do
   for route in "${routes[@]}"; do
     timeout 60 target/release/examples/load_api "http://127.0.0.1:${port[$worker]}" "$route" \
       "$connections" 1 "$secret" "warm-$worker" >/dev/null 2>&1 || true
   done
-  [ "$worker" = minimal ] || shapes "$worker"
+  case "$worker" in rust | js) shapes "$worker" ;; esac
 done
 
 for route in "${routes[@]}"; do
   printf '%-9s' "$route"
   for round in $(seq "$rounds"); do
-    # Turns alternate: rust js minimal, then minimal js rust.
-    order=(rust js minimal)
-    [ $((round % 2)) -eq 0 ] && order=(minimal js rust)
+    # Turns alternate: rust js minimal (base), then (base) minimal js rust.
+    order=("${served[@]}")
+    [ $((round % 2)) -eq 0 ] && for ((i = ${#served[@]} - 1, j = 0; i >= 0; i--, j++)); do order[j]="${served[i]}"; done
     for worker in "${order[@]}"; do
       before="$(scripts_run)"
       status=0
@@ -294,6 +300,17 @@ END {
       speed[route], "[" speed_range "]", cpu_vs_min[route], "[" cpu_range "]",
       per["rust"], per["js"], per["minimal"], writes
     if (route == "view") { view_scripts = ratio(scripts[kr], marked[kr]); js_view_scripts = ratio(scripts[kj], marked[kj]) }
+  }
+  if (("base" SUBSEP routes[1]) in marked) {
+    print ""
+    print "rust against base (BENCH_BASELINE_BUNDLE), medians of the per-round ratios, their range in brackets:"
+    printf "  %-9s %-22s %s\n", "route", "rust req/s / base", "rust CPU / base CPU"
+    for (r = 1; r <= nroutes; r++) {
+      route = routes[r]; kr = "rust" SUBSEP route; kb = "base" SUBSEP route
+      for (i = 1; i <= rounds; i++) { a[i] = ratio(rps_of[kr, i], rps_of[kb, i]); b[i] = ratio(ms_of[kr, i], ms_of[kb, i]) }
+      speed_range = spread(a, rounds); cpu_range = spread(b, rounds)
+      printf "  %-9s %5.2fx %-15s %5.2fx %s\n", route, median(a, rounds), "[" speed_range "]", median(b, rounds), "[" cpu_range "]"
+    }
   }
   for (k in closed) if (closed[k] > 0) { split(k, wr, SUBSEP); printf "  %s %s: the server closed %d connection(s) before answering (opened again)\n", wr[1], wr[2], closed[k] }
   while ((getline line < cold_file) > 0) {
