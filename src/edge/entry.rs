@@ -9,10 +9,10 @@
 //! I/O (a 404, a 405, a bad id, a preflight) returns its `Response` directly.
 //! Otherwise the handler becomes a job ([`super::jobs`]) that is polled again
 //! from the callback of the promise it waits on, which already runs in a
-//! microtask, and resolves its `Promise` when done. The handlers always have an answer (errors become
-//! their JSON responses in [`super::fetch`], a pass logs its own); a panic
-//! traps the module, as under `#[event]`, which the JavaScript entry
-//! (`entry.js`) notices and reinitialises.
+//! microtask, and resolves its `Promise` when done. The handlers always have
+//! an answer (errors become their JSON responses in [`super::fetch`], a pass
+//! logs its own); a panic traps the module, as under `#[event]`, which the
+//! JavaScript entry (`entry.js`) notices and reinitialises.
 
 use wasm_bindgen::prelude::wasm_bindgen;
 use worker::wasm_bindgen::JsValue;
