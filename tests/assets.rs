@@ -17,6 +17,8 @@ use support::{API_KEY, Assets, Stack, send};
 const ALLOWED: &str = "https://allowed.example";
 /// What the worker's CORS grant exposes (src/edge/cors.rs).
 const EXPOSED: &str = "RateLimit, RateLimit-Policy, Retry-After";
+/// The `Cache-Control` of `/tally.js` in assets/_headers.
+const EMBED_CACHE: &str = "public, max-age=86400, stale-while-revalidate=604800";
 
 /// The worker's own count of answered requests for `route`, from `/metrics`.
 async fn requests_counted(http: &reqwest::Client, stack: &Stack, route: &str) -> f64 {
@@ -60,14 +62,7 @@ async fn static_files_are_served_without_running_the_worker() {
             .status(),
         200
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while requests_counted(&http, &stack, "/v1/items/{item}").await < 1.0 {
-        assert!(
-            Instant::now() < deadline,
-            "the worker's counts never arrived"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until_counted(&http, &stack, r#"route="/v1/items/{item}","#, 0.0).await;
     for route in ["/", "/tally.js", "/openapi.json"] {
         assert_eq!(
             requests_counted(&http, &stack, route).await,
@@ -83,11 +78,7 @@ async fn static_files_carry_their_headers_and_other_methods_are_405_with_allow()
     let http = reqwest::Client::new();
     for (path, content_type, cache) in [
         ("/", "text/html; charset=utf-8", "public, max-age=300"),
-        (
-            "/tally.js",
-            "text/javascript; charset=utf-8",
-            "public, max-age=86400, stale-while-revalidate=604800",
-        ),
+        ("/tally.js", "text/javascript; charset=utf-8", EMBED_CACHE),
         ("/openapi.json", "application/json", "public, max-age=300"),
     ] {
         let header = |reply: &reqwest::Response, name: &str| {
@@ -165,6 +156,15 @@ fn all(headers: &reqwest::header::HeaderMap, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Asserts the worker's CORS grant for [`ALLOWED`] is on `headers`, each
+/// field once: in place of a file's own `*` (a browser refuses an
+/// Access-Control-Allow-Origin of two values), and `Origin` in `Vary`.
+fn assert_one_grant(headers: &reqwest::header::HeaderMap) {
+    assert_eq!(all(headers, "access-control-allow-origin"), [ALLOWED]);
+    assert_eq!(all(headers, "access-control-expose-headers"), [EXPOSED]);
+    assert_eq!(all(headers, "vary"), ["Origin"]);
+}
+
 /// The bytes of `assets/<file>`.
 fn file(name: &str) -> Vec<u8> {
     std::fs::read(support::root().join("assets").join(name)).expect("read the asset")
@@ -210,10 +210,7 @@ async fn the_embed_fetched_through_the_worker_keeps_its_file_headers_and_gets_on
         all(&headers, "content-type"),
         ["text/javascript; charset=utf-8"]
     );
-    assert_eq!(
-        all(&headers, "cache-control"),
-        ["public, max-age=86400, stale-while-revalidate=604800"]
-    );
+    assert_eq!(all(&headers, "cache-control"), [EMBED_CACHE]);
     assert_eq!(all(&headers, "allow"), ["GET, HEAD"]);
     assert_eq!(all(&headers, "x-content-type-options"), ["nosniff"]);
     let etag = all(&headers, "etag");
@@ -221,11 +218,7 @@ async fn the_embed_fetched_through_the_worker_keeps_its_file_headers_and_gets_on
         etag.len() == 1 && etag[0].starts_with('"') && etag[0].len() > 2,
         "one strong ETag: {etag:?}"
     );
-    // The worker's grant, in place of the file's own `*`: one value, as a
-    // browser refuses an Access-Control-Allow-Origin of two.
-    assert_eq!(all(&headers, "access-control-allow-origin"), [ALLOWED]);
-    assert_eq!(all(&headers, "access-control-expose-headers"), [EXPOSED]);
-    assert_eq!(all(&headers, "vary"), ["Origin"]);
+    assert_one_grant(&headers);
     wait_until_counted(&http, stack, series, before).await;
 }
 
@@ -248,13 +241,8 @@ async fn revalidating_the_embed_through_the_worker_is_a_304_with_the_cors_grant(
     let headers = again.headers().clone();
     assert!(again.bytes().await.unwrap().is_empty(), "a 304 has no body");
     assert_eq!(all(&headers, "etag"), [etag.as_str()]);
-    assert_eq!(
-        all(&headers, "cache-control"),
-        ["public, max-age=86400, stale-while-revalidate=604800"]
-    );
-    assert_eq!(all(&headers, "access-control-allow-origin"), [ALLOWED]);
-    assert_eq!(all(&headers, "access-control-expose-headers"), [EXPOSED]);
-    assert_eq!(all(&headers, "vary"), ["Origin"]);
+    assert_eq!(all(&headers, "cache-control"), [EMBED_CACHE]);
+    assert_one_grant(&headers);
     wait_until_counted(&http, stack, series, before).await;
 
     // The weak form of the tag matches too, as the platform's own answer does.
@@ -302,8 +290,7 @@ async fn a_head_of_the_embed_through_the_worker_has_its_headers_the_grant_and_no
         ["text/javascript; charset=utf-8"]
     );
     assert_eq!(all(&headers, "etag").len(), 1);
-    assert_eq!(all(&headers, "access-control-allow-origin"), [ALLOWED]);
-    assert_eq!(all(&headers, "vary"), ["Origin"]);
+    assert_one_grant(&headers);
     wait_until_counted(&http, stack, series, before).await;
 }
 
@@ -359,11 +346,7 @@ async fn a_path_with_no_file_is_the_workers_json_404_with_the_cors_grant() {
     assert_eq!(reply.body["error"]["code"], "not_found");
     assert_eq!(reply.header("content-type"), Some("application/json"));
     assert_eq!(reply.header("cache-control"), Some("no-store"));
-    assert_eq!(
-        all(&reply.headers, "access-control-allow-origin"),
-        [ALLOWED]
-    );
-    assert_eq!(all(&reply.headers, "vary"), ["Origin"]);
+    assert_one_grant(&reply.headers);
 }
 
 #[tokio::test]
