@@ -221,7 +221,7 @@ for route in "${routes[@]}"; do
   done
   printf '  (req/s / CPU ms per request, per slice)\n'
 done
-# Stops the three servers (each in its own process group) before the cold starts.
+# Stops the workers' servers (each in its own process group) before the cold starts.
 for pid in "${pids[@]:2}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
 for pid in "${pids[@]:2}"; do wait "$pid" 2>/dev/null || true; done
 
@@ -258,6 +258,11 @@ function median(x, n,   i, j, t) {
   for (i = 2; i <= n; i++) { t = x[i]; for (j = i - 1; j >= 1 && x[j] > t; j--) x[j + 1] = x[j]; x[j + 1] = t }
   return n % 2 ? x[(n + 1) / 2] : (x[n / 2] + x[n / 2 + 1]) / 2
 }
+# Fills out[1..rounds] with of[kx, round] / of[ky, round]: the ratio of two
+# workers, slice by slice, round by round (of: rps_of or ms_of).
+function paired(of, kx, ky, out,   i) {
+  for (i = 1; i <= rounds; i++) out[i] = ratio(of[kx, i], of[ky, i])
+}
 # The smallest and largest of x[1..n], as "min-max".
 function spread(x, n,   i, lo, hi) {
   lo = hi = x[1]
@@ -287,10 +292,10 @@ END {
       per[workers[w]] = ratio(scripts[k], total[k])
     }
     kr = "rust" SUBSEP route; kj = "js" SUBSEP route; km = "minimal" SUBSEP route
-    for (i = 1; i <= rounds; i++) { a[i] = ratio(rps_of[kr, i], rps_of[kj, i]); b[i] = ratio(ms_of[kr, i], ms_of[km, i]) }
+    paired(rps_of, kr, kj, a); paired(ms_of, kr, km, b)
     speed_range = spread(a, rounds); cpu_range = spread(b, rounds)
     speed[route] = median(a, rounds); cpu_vs_min[route] = median(b, rounds); ran[route] = 1
-    for (i = 1; i <= rounds; i++) a[i] = ratio(rps_of[km, i], rps_of[kj, i])
+    paired(rps_of, km, kj, a)
     ceiling[route] = median(a, rounds)
     writes = ""
     if (route == "like" || route == "unlike" || route == "view")
@@ -307,7 +312,7 @@ END {
     printf "  %-9s %-22s %s\n", "route", "rust req/s / base", "rust CPU / base CPU"
     for (r = 1; r <= nroutes; r++) {
       route = routes[r]; kr = "rust" SUBSEP route; kb = "base" SUBSEP route
-      for (i = 1; i <= rounds; i++) { a[i] = ratio(rps_of[kr, i], rps_of[kb, i]); b[i] = ratio(ms_of[kr, i], ms_of[kb, i]) }
+      paired(rps_of, kr, kb, a); paired(ms_of, kr, kb, b)
       speed_range = spread(a, rounds); cpu_range = spread(b, rounds)
       printf "  %-9s %5.2fx %-15s %5.2fx %s\n", route, median(a, rounds), "[" speed_range "]", median(b, rounds), "[" cpu_range "]"
     }
