@@ -239,7 +239,7 @@ impl Event {
 
 /// A JSON object of counter values, as an `import` event carries them.
 fn parse_counters(json: &str) -> Option<BTreeMap<String, CounterValue>> {
-    let Value::Object(map) = serde_json::from_str(json).ok()? else {
+    let Value::Object(map) = serde_json::from_slice(json.as_bytes()).ok()? else {
         return None;
     };
     let mut counters = BTreeMap::new();

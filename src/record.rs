@@ -308,7 +308,7 @@ pub fn marks_json(marks: &[StreamId; SHARDS]) -> String {
 /// Reads `outbox_state.marks`: `[]` (nothing applied yet) or [`SHARDS`] ids.
 pub fn parse_marks(text: &str) -> Option<[StreamId; SHARDS]> {
     // Read as a `Value`, whose parser the wasm has anyway, not as a `Vec<String>`.
-    let Value::Array(ids) = serde_json::from_str(text).ok()? else {
+    let Value::Array(ids) = serde_json::from_slice(text.as_bytes()).ok()? else {
         return None;
     };
     let mut marks = [StreamId::ZERO; SHARDS];

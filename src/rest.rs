@@ -503,14 +503,16 @@ fn answer<T: serde::de::DeserializeOwned>(status: u16, text: &str) -> Result<T, 
     if status != 200 {
         return Err(status_error(status, text));
     }
-    serde_json::from_str(text).map_err(|e| RestError::Decode(e.to_string()))
+    // Bytes, as everywhere in the crate: each of `from_str` and `from_slice`
+    // brings its own copy of serde_json's parser into the wasm.
+    serde_json::from_slice(text.as_bytes()).map_err(|e| RestError::Decode(e.to_string()))
 }
 
 /// A non-200 answer: 400 with `{"error"}` is Redis refusing the command;
 /// anything else (a proxy's HTML error page, say) is the status.
 fn status_error(status: u16, text: &str) -> RestError {
     let refused = (status == 400)
-        .then(|| serde_json::from_str::<Reply>(text).ok())
+        .then(|| serde_json::from_slice::<Reply>(text.as_bytes()).ok())
         .flatten()
         .and_then(|reply| match reply.error {
             Some(Value::String(message)) => Some(message),

@@ -132,7 +132,7 @@ pub fn parse_import(body: &[u8]) -> Result<Vec<ImportLine>, TransferError> {
 
 fn parse_line(number: usize, text: &str) -> Result<ImportLine, TransferError> {
     let bad = |reason: String| TransferError::line(number, reason);
-    let value: Value = serde_json::from_str(text)
+    let value: Value = serde_json::from_slice(text.as_bytes())
         .map_err(|e| bad(format!("not valid JSON (column {})", e.column())))?;
     let Value::Object(object) = value else {
         return Err(bad("not a JSON object".into()));
