@@ -43,7 +43,7 @@ pub async fn serve(req: &Incoming, env: &Env) -> Result<Reply, AppError> {
     Ok(Reply::runtime(response))
 }
 
-/// What the binding threw or rejected with, as `worker` reports it.
+/// What the binding threw or rejected with.
 fn js_error(error: JsValue) -> AppError {
-    worker::Error::from(error).into()
+    AppError::Internal(super::error::js_message(&error))
 }

@@ -1,6 +1,8 @@
 //! The one place where failures become HTTP responses.
 
 use worker::console_error;
+use worker::js_sys;
+use worker::wasm_bindgen::{JsCast, JsValue};
 
 use super::http::{INTERNAL_BODY, Reply};
 
@@ -99,9 +101,19 @@ struct ErrorDetail {
     message: String,
 }
 
-impl From<worker::Error> for AppError {
-    fn from(error: worker::Error) -> Self {
-        AppError::Internal(error.to_string())
+/// What a JavaScript call threw or rejected with, as text: an `Error`'s
+/// message (and its `cause`'s, as D1 gives them), or the value itself when it
+/// is a string. Not through `worker::Error`, whose `Display` (every binding's
+/// error kinds) would be in the wasm for this alone.
+pub fn js_message(error: &JsValue) -> String {
+    match error.dyn_ref::<js_sys::Error>() {
+        Some(e) => match e.cause().dyn_ref::<js_sys::Error>() {
+            Some(cause) => format!("{}: {}", e.message(), cause.message()),
+            None => e.message().into(),
+        },
+        None => error
+            .as_string()
+            .unwrap_or_else(|| "a JavaScript value that is no Error".to_owned()),
     }
 }
 

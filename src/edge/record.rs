@@ -11,7 +11,7 @@
 //! applied twice and nothing is lost. The SQL is built by [`crate::record`],
 //! the Redis calls by [`crate::reconcile`].
 
-use worker::js_sys::{self, Array, Reflect};
+use worker::js_sys::{Array, Reflect};
 use worker::wasm_bindgen::{JsCast, JsValue};
 use worker::wasm_bindgen_futures::JsFuture;
 use worker::worker_sys::types::D1Database as D1Sys;
@@ -306,14 +306,7 @@ async fn query(db: &D1Database, statements: &[Sql<'_>]) -> Result<Vec<Answer>, A
 
 /// D1's error, as the detail of `503 record_unavailable` (logged, never answered).
 fn js_failed(error: JsValue) -> AppError {
-    let message = match error.dyn_ref::<js_sys::Error>() {
-        Some(e) => match e.cause().dyn_ref::<js_sys::Error>() {
-            Some(cause) => format!("{}: {}", e.message(), cause.message()),
-            None => e.message().into(),
-        },
-        None => error.as_string().unwrap_or_else(|| "D1 failed".to_owned()),
-    };
-    AppError::RecordFailed(message)
+    AppError::RecordFailed(super::error::js_message(&error))
 }
 
 /// A property of a JS object (`undefined` when it has none).
