@@ -18,7 +18,8 @@
 # over the same window; per route, the median of each worker's slices and the
 # median of the per-round ratios (with their range). Then cold starts (a fresh
 # workerd's first answer to a read), Redis scripts per request from INFO
-# commandstats, the wasm's gzipped size, and PASS/MISS per goal of issue 11. A
+# commandstats, the gzipped size of both wasm builds (build/ and build/edge/),
+# and PASS/MISS per goal of issue 11. A
 # MISS does not fail the run; a failed request, an unexpected status, a server
 # that closes more than 1 in 1,000 connections under load, or a JS answer whose
 # JSON shape differs from the Rust worker's does. Bounded: BENCH_SECONDS
@@ -51,7 +52,10 @@ if [ -z "${BENCH_RUST_BUNDLE:-}" ] && { [ ! -f build/index.js ] ||
   [ -n "$(find src assets Cargo.toml Cargo.lock -newer build/index.js -print -quit)" ]; }; then
   bash scripts/build.sh
 fi
-rust_wasm="$(find "$(dirname "$rust_bundle")" -name '*.wasm' | head -1)"
+rust_wasm="$(find "$(dirname "$rust_bundle")" -maxdepth 1 -name '*.wasm' | head -1)"
+# The edge build beside it (build/edge/: the Worker in front when the system of
+# record runs in a Worker of its own, README "Two Workers"), when there is one.
+edge_wasm="$(dirname "$rust_bundle")/edge/index_bg.wasm"
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -238,11 +242,17 @@ done
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 wasm_raw="$(wc -c <"$rust_wasm")"
 wasm_gzip="$(gzip -9 -c "$rust_wasm" | wc -c)"
+edge_raw=0
+edge_gzip=0
+if [ -f "$edge_wasm" ]; then
+  edge_raw="$(wc -c <"$edge_wasm")"
+  edge_gzip="$(gzip -9 -c "$edge_wasm" | wc -c)"
+fi
 js_raw="$(wc -c <"$dir/js.js")"
 js_gzip="$(gzip -9 -c "$dir/js.js" | wc -c)"
 
 echo
-awk -v wasm_raw="$wasm_raw" -v wasm_gzip="$wasm_gzip" -v js_raw="$js_raw" -v js_gzip="$js_gzip" \
+awk -v wasm_raw="$wasm_raw" -v wasm_gzip="$wasm_gzip" -v edge_raw="$edge_raw" -v edge_gzip="$edge_gzip" -v js_raw="$js_raw" -v js_gzip="$js_gzip" \
   -v route_list="${routes[*]}" -v rounds="$rounds" -v cold_file="$dir/cold" -v shape_rust="$dir/shape.rust" -v shape_js="$dir/shape.js" '
 function field(name,   i, kv) {
   for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) return kv[2] }
@@ -336,6 +346,8 @@ END {
     printf "  %-8s %7.0f ms   (first request after ready: %.0f ms)\n", name, median_total[name], median_first[name]
   }
   printf "wasm: %d bytes raw, %d bytes gzipped (%.0f KiB); JS worker bundle: %d bytes raw, %d gzipped\n", wasm_raw, wasm_gzip, wasm_gzip / 1024, js_raw, js_gzip
+  if (edge_gzip > 0)
+    printf "edge wasm (two Workers: the one in front, no system of record): %d bytes raw, %d bytes gzipped\n", edge_raw, edge_gzip
 
   print ""
   print "Goals (issue 11), the median ratios above:"
@@ -351,7 +363,10 @@ END {
   printf "  %s  like   rust CPU / minimal CPU    %5.2fx (goal <= 1.25x)\n", judged("like", cpu_vs_min["like"] > 0 && cpu_vs_min["like"] <= 1.25), cpu_vs_min["like"]
   printf "  %s  view   rust CPU / minimal CPU    %5.2fx (goal <= 1.25x)\n", judged("view", cpu_vs_min["view"] > 0 && cpu_vs_min["view"] <= 1.25), cpu_vs_min["view"]
   printf "  %s  404    rust CPU / minimal CPU    %5.2fx (goal <= 1.1x)\n", judged("notfound", cpu_vs_min["notfound"] > 0 && cpu_vs_min["notfound"] <= 1.1), cpu_vs_min["notfound"]
-  printf "  %s  wasm gzipped                  %6.0f KiB (goal <= 150 KiB)\n", verdict(wasm_gzip <= 150 * 1024), wasm_gzip / 1024
+  # 150 KB as the issue counts it (its 320 KB were 320,053 bytes).
+  if (edge_gzip > 0)
+    printf "  %s  %-32s %d B (goal <= 150000 B)\n", verdict(edge_gzip <= 150000), "wasm gzipped, edge of two Workers", edge_gzip
+  printf "  %s  %-32s %d B (goal <= 150000 B)\n", (edge_gzip > 0) ? "info" : verdict(wasm_gzip <= 150000), "wasm gzipped, one Worker", wasm_gzip
   printf "  %s  scripts per counted view (rust) %5.2f (goal 1)\n", judged("view", view_scripts > 0 && view_scripts <= 1.01), view_scripts
   printf "  info  scripts per counted view (js)   %5.2f\n", js_view_scripts
   printf "  info  cold start rust / js          %5.2fx (%.0f ms vs %.0f ms)\n", ratio(median_total["rust"], median_total["js"]), median_total["rust"], median_total["js"]

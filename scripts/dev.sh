@@ -6,6 +6,9 @@
 # run it by hand:
 #   curl "http://127.0.0.1:8787/__scheduled?cron=*+*+*+*+*"
 # or, with its report, POST /v1/admin/reconcile with the API key.
+# TALLY_WORKERS=two runs the two Workers of README "Two Workers" instead (the
+# edge build in front of the whole build, wrangler.edge.toml and
+# wrangler.record.toml): then only POST /v1/admin/reconcile runs the pass.
 # Ctrl-C stops all three.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,12 +44,24 @@ target/release/tally-gateway --listen "$gateway_addr" \
 pids+=($!)
 
 export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
-node_modules/.bin/wrangler d1 migrations apply DB --local --persist-to .tally/d1 </dev/null
+configs=()
+case "${TALLY_WORKERS:-one}" in
+  one) ;;
+  two) configs=(-c wrangler.edge.toml -c wrangler.record.toml) ;;
+  *) echo "TALLY_WORKERS must be one or two" >&2; exit 2 ;;
+esac
+# The database is the record Worker's; with one Worker, wrangler.toml's.
+node_modules/.bin/wrangler d1 migrations apply DB --local --persist-to .tally/d1 \
+  ${configs[@]:+-c "${configs[-1]}"} </dev/null
 node_modules/.bin/wrangler dev --ip 127.0.0.1 --port "$worker_port" \
-  --persist-to .tally/d1 --test-scheduled </dev/null &
+  "${configs[@]}" --persist-to .tally/d1 --test-scheduled </dev/null &
 pids+=($!)
 
 echo "tally: redis on 127.0.0.1:$redis_port, gateway on http://$gateway_addr"
 echo "tally: open http://127.0.0.1:$worker_port once wrangler says Ready (Ctrl-C stops everything)"
-echo "tally: run the reconciliation pass with: curl \"http://127.0.0.1:$worker_port/__scheduled?cron=*+*+*+*+*\""
+if [ "${#configs[@]}" -eq 0 ]; then
+  echo "tally: run the reconciliation pass with: curl \"http://127.0.0.1:$worker_port/__scheduled?cron=*+*+*+*+*\""
+else
+  echo "tally: two Workers; run the pass with: curl -X POST -H \"Authorization: Bearer \$TALLY_API_KEY\" http://127.0.0.1:$worker_port/v1/admin/reconcile"
+fi
 wait -n "${pids[@]}"

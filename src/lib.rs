@@ -21,6 +21,8 @@
 //!   - [`metrics`]: the worker's metrics, counted per isolate, summed in Redis, rendered as OpenMetrics;
 //! - [`edge`] (wasm32 only): the HTTP edge — entry point, router, handlers, config,
 //!   the `fetch` transport. The static files are Workers Static Assets (`assets/`).
+//!   Built without the default `record` feature (`build/edge/`), it holds no
+//!   system of record and hands the record routes to a Worker that does (`RECORD`).
 
 // No unwrap()/expect() in serving code; tests may panic on setup failures.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]

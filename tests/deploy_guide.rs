@@ -124,7 +124,12 @@ fn configuration_table() -> BTreeMap<String, String> {
 
 /// wrangler.toml's `[vars]`: name → value (`None` for a commented-out example line).
 fn wrangler_vars() -> BTreeMap<String, Option<String>> {
-    let toml = read("wrangler.toml");
+    vars_of("wrangler.toml")
+}
+
+/// The `[vars]` of the wrangler config `file`, as [`wrangler_vars`] reads them.
+fn vars_of(file: &str) -> BTreeMap<String, Option<String>> {
+    let toml = read(file);
     let mut vars = BTreeMap::new();
     let mut in_vars = false;
     for line in toml.lines().map(str::trim) {
@@ -153,7 +158,12 @@ fn wrangler_vars() -> BTreeMap<String, Option<String>> {
 
 /// The `binding` of every `[[d1_databases]]` table in wrangler.toml.
 fn wrangler_d1_bindings() -> BTreeSet<String> {
-    let toml = read("wrangler.toml");
+    d1_bindings_of("wrangler.toml")
+}
+
+/// The `binding` of every `[[d1_databases]]` table in the config `file`.
+fn d1_bindings_of(file: &str) -> BTreeSet<String> {
+    let toml = read(file);
     let mut bindings = BTreeSet::new();
     let mut in_d1 = false;
     for line in toml.lines().map(str::trim) {
@@ -415,5 +425,65 @@ fn the_guide_says_what_to_set_allowed_origins_to_and_links_the_configuration_tab
     assert!(
         guide.contains("wrangler deploy"),
         "the guide does not deploy"
+    );
+}
+
+/// The value of the top-level `key = "value"` line of the config `file`.
+fn top_level(file: &str, key: &str) -> Option<String> {
+    read(file)
+        .lines()
+        .take_while(|l| !l.starts_with('['))
+        .find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == key).then(|| v.trim().trim_matches('"').to_owned())
+        })
+}
+
+#[test]
+fn the_two_workers_configs_share_wrangler_tomls_settings_and_bind_each_other() {
+    let one = wrangler_vars();
+    for file in ["wrangler.edge.toml", "wrangler.record.toml"] {
+        assert_eq!(
+            vars_of(file),
+            one,
+            "{file}'s [vars] differ from wrangler.toml's: both Workers read the same settings"
+        );
+        assert_eq!(
+            top_level(file, "compatibility_date"),
+            top_level("wrangler.toml", "compatibility_date"),
+            "{file}'s compatibility_date differs from wrangler.toml's"
+        );
+    }
+    assert_eq!(
+        top_level("wrangler.edge.toml", "main").as_deref(),
+        Some("build/edge/index.js")
+    );
+    assert_eq!(
+        top_level("wrangler.record.toml", "main").as_deref(),
+        Some("build/index.js")
+    );
+    assert!(d1_bindings_of("wrangler.edge.toml").is_empty());
+    assert_eq!(
+        d1_bindings_of("wrangler.record.toml"),
+        wrangler_d1_bindings()
+    );
+    let record = top_level("wrangler.record.toml", "name").expect("the record Worker's name");
+    let edge = read("wrangler.edge.toml");
+    assert!(
+        edge.contains(&format!(
+            "[[services]]\nbinding = \"RECORD\"\nservice = \"{record}\""
+        )),
+        "wrangler.edge.toml must bind {record} as RECORD (src/edge/forward.rs)"
+    );
+    assert_eq!(
+        top_level("wrangler.record.toml", "workers_dev").as_deref(),
+        Some("false"),
+        "the record Worker has no public URL"
+    );
+    assert!(read("wrangler.record.toml").contains("crons = ["));
+    let guide = guide();
+    assert!(
+        guide.contains("-c wrangler.record.toml") && guide.contains("-c wrangler.edge.toml"),
+        "the README does not say how to deploy the two Workers"
     );
 }

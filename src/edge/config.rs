@@ -32,7 +32,12 @@ pub struct Config {
     engine: Engine,
     /// A client of the same endpoint whose round trips are not counted (the metrics' own).
     unobserved: RestClient,
-    /// How the reconciliation pass runs (src/edge/record.rs).
+    /// How the reconciliation pass runs (src/edge/record.rs). Read and checked
+    /// by the edge build too, which runs no pass: both Workers share settings.
+    #[cfg_attr(
+        not(feature = "record"),
+        expect(dead_code, reason = "the RECORD Worker's")
+    )]
     pub reconcile: Reconcile,
 }
 
@@ -113,8 +118,12 @@ impl Config {
             visitor_mints_per_hour: number(env, "VISITOR_MINTS_PER_HOUR", 500)?,
             likes_store,
             items,
-            // On only when a system of record (the `DB` binding) applies and trims it.
+            // On only when a system of record (the `DB` binding, or in the edge
+            // build the `RECORD` Worker) applies and trims it.
+            #[cfg(feature = "record")]
             outbox: env.d1("DB").is_ok(),
+            #[cfg(not(feature = "record"))]
+            outbox: super::forward::bound(env),
         };
         let reconcile = Reconcile {
             max_events: usize::try_from(number(env, "RECONCILE_MAX_EVENTS", 2_000)?)

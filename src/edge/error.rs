@@ -26,6 +26,10 @@ pub enum AppError {
     InvalidBody(String),
     /// An import is refused: a line is bad (its number, 1-based), or it has none.
     #[error("{message}")]
+    #[cfg_attr(
+        not(feature = "record"),
+        expect(dead_code, reason = "the RECORD Worker's")
+    )]
     InvalidImport {
         /// The bad line, when one is to blame.
         line: Option<usize>,
@@ -67,9 +71,21 @@ pub enum AppError {
     OriginNotAllowed,
     /// Another reconciliation pass holds the lease; this one did nothing.
     #[error("a reconciliation pass is already running: retry when it ends")]
+    #[cfg_attr(
+        not(feature = "record"),
+        expect(dead_code, reason = "the RECORD Worker's")
+    )]
     ReconcileRunning,
-    /// No system of record is bound (the `DB` D1 binding).
-    #[error("no system of record is bound: this worker has no D1 binding `DB`")]
+    /// No system of record is bound (the `DB` D1 binding; for the edge build,
+    /// the `RECORD` Worker).
+    #[cfg_attr(
+        feature = "record",
+        error("no system of record is bound: this worker has no D1 binding `DB`")
+    )]
+    #[cfg_attr(
+        not(feature = "record"),
+        error("no system of record is bound: this worker has no service binding `RECORD`")
+    )]
     RecordUnbound,
     /// The system of record (D1) failed or answered nonsense.
     #[error("the system of record is unavailable, retry shortly")]

@@ -163,6 +163,9 @@ enum Body {
     /// A response the runtime made (a static asset); `extra` replaces its
     /// headers of the same names, but `Vary`, which it joins.
     Runtime(web_sys::Response),
+    /// The `RECORD` Worker's response (the edge build), as [`Body::Runtime`].
+    #[cfg(not(feature = "record"))]
+    Forwarded(web_sys::Response),
 }
 
 impl Reply {
@@ -204,6 +207,22 @@ impl Reply {
         }
     }
 
+    /// The `RECORD` Worker's response, passed on (`edge::forward`).
+    #[cfg(not(feature = "record"))]
+    pub fn forwarded(response: web_sys::Response) -> Reply {
+        Reply {
+            status: response.status(),
+            body: Body::Forwarded(response),
+            extra: String::new(),
+        }
+    }
+
+    /// Whether this is the `RECORD` Worker's response, which it counted.
+    #[cfg(not(feature = "record"))]
+    pub fn is_forwarded(&self) -> bool {
+        matches!(self.body, Body::Forwarded(_))
+    }
+
     /// The status.
     pub fn status(&self) -> u16 {
         self.status
@@ -241,6 +260,10 @@ impl Reply {
             Body::Bytes(body) => respond_js(&body, self.status, false, &self.extra),
             Body::Runtime(response) if self.extra.is_empty() => response,
             Body::Runtime(response) => with_headers_js(&response, &self.extra),
+            #[cfg(not(feature = "record"))]
+            Body::Forwarded(response) if self.extra.is_empty() => response,
+            #[cfg(not(feature = "record"))]
+            Body::Forwarded(response) => with_headers_js(&response, &self.extra),
         }
     }
 }

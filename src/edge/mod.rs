@@ -11,11 +11,14 @@ mod cors;
 mod entry;
 mod error;
 mod fetch;
+#[cfg(not(feature = "record"))]
+mod forward;
 mod handlers;
 mod http;
 mod identity;
 mod jobs;
 mod metrics;
+#[cfg(feature = "record")]
 mod record;
 mod routes;
 
@@ -45,6 +48,12 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Reply {
         Ok(reply) => reply,
         Err(error) => error.into_reply(),
     };
+    // The `RECORD` Worker answered with the same settings: its CORS headers
+    // are there, and it counted the request.
+    #[cfg(not(feature = "record"))]
+    if reply.is_forwarded() {
+        return reply;
+    }
     if let Some(origin) = origin {
         cors::grant(&mut reply, origin);
     }
@@ -62,7 +71,8 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Reply {
 
 /// The cron trigger (`[triggers] crons` in wrangler.toml, every minute): one
 /// reconciliation pass of the outbox into the system of record (exported by
-/// [`entry`]).
+/// [`entry`]). The edge build has no pass: the `RECORD` Worker runs its own.
+#[cfg(feature = "record")]
 async fn scheduled(env: Env) {
     // No request brought the time with it: read the clock.
     http::now_ms();
@@ -71,6 +81,10 @@ async fn scheduled(env: Env) {
         Err(error) => worker::console_error!("reconcile: not run: {error}"),
     }
 }
+
+/// The edge build's cron trigger: nothing to run (see above).
+#[cfg(not(feature = "record"))]
+async fn scheduled(_env: Env) {}
 
 /// Checks the method and body size, then hands the request to its handler.
 async fn dispatch(
@@ -119,9 +133,14 @@ async fn dispatch(
         Route::Metrics => metrics::serve(req, config).await,
         // The admin routes are boxed: the state of their futures stays out
         // of the future every request of the counting routes carries.
+        #[cfg(feature = "record")]
         Route::Import => Box::pin(handlers::transfer::import(req, config)).await,
+        #[cfg(feature = "record")]
         Route::Merge(item) => Box::pin(handlers::transfer::merge(req, config, item)).await,
+        #[cfg(feature = "record")]
         Route::Reconcile => Box::pin(record::reconcile(req, env, config)).await,
+        #[cfg(not(feature = "record"))]
+        Route::Import | Route::Merge(_) | Route::Reconcile => forward::to_record(req, env).await,
         // Answered above, before the configuration is needed.
         Route::Demo | Route::Embed | Route::OpenApi => Err(AppError::NotFound),
     }

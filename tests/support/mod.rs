@@ -315,6 +315,24 @@ pub enum Record {
     At(PathBuf),
     /// No `DB` binding: the outbox is off and the record routes answer 503.
     Unbound,
+    /// A fresh database in a Worker of its own, as `wrangler.record.toml`
+    /// deploys it: the worker under test is then the edge build
+    /// (`build/edge/`), with that Worker bound as `RECORD`, as
+    /// `wrangler.edge.toml` deploys it (both under one `wrangler dev`).
+    Apart,
+    /// The edge build with no `RECORD` Worker: Redis alone.
+    EdgeAlone,
+}
+
+/// The Workers a test runs, by where its system of record lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// One Worker, the whole build (`wrangler.toml`).
+    One,
+    /// The edge build in front of the whole build, bound as `RECORD`.
+    Two,
+    /// The edge build alone.
+    Edge,
 }
 
 /// Whether a request for a static file runs the test worker first (`[assets]
@@ -463,27 +481,38 @@ impl Worker {
         assets: Assets,
     ) -> Worker {
         let started = Instant::now();
-        let bundle = root().join("build/index.js");
-        assert!(
-            bundle.exists(),
-            "{} is missing: build the worker first (`make build`, or `make test` which does)",
-            bundle.display()
-        );
+        let whole = root().join("build/index.js");
+        let edge = root().join("build/edge/index.js");
+        for bundle in [&whole, &edge] {
+            assert!(
+                bundle.exists(),
+                "{} is missing: build the worker first (`make build`, or `make test` which does)",
+                bundle.display()
+            );
+        }
         let dir = tempfile::tempdir().expect("temp dir");
-        let record = match record {
-            Record::Fresh => {
-                let state = dir.path().join("d1");
-                copy_dir(migrated_template(), &state);
-                Some(state)
-            }
-            Record::At(state) => Some(state),
-            Record::Unbound => None,
+        let fresh = || {
+            let state = dir.path().join("d1");
+            copy_dir(migrated_template(), &state);
+            state
         };
-        fs::write(
-            dir.path().join("wrangler.toml"),
-            wrangler_config(&bundle, record.is_some(), assets),
-        )
-        .expect("write wrangler.toml");
+        let (record, layout) = match record {
+            Record::Fresh => (Some(fresh()), Layout::One),
+            Record::At(state) => (Some(state), Layout::One),
+            Record::Unbound => (None, Layout::One),
+            Record::Apart => (Some(fresh()), Layout::Two),
+            Record::EdgeAlone => (None, Layout::Edge),
+        };
+        let config = match layout {
+            Layout::One => wrangler_config(&whole, record.is_some(), assets),
+            Layout::Two => wrangler_config(&edge, false, assets) + RECORD_SERVICE,
+            Layout::Edge => wrangler_config(&edge, false, assets),
+        };
+        fs::write(dir.path().join("wrangler.toml"), config).expect("write wrangler.toml");
+        if layout == Layout::Two {
+            fs::write(dir.path().join("record.toml"), record_config(&whole))
+                .expect("write record.toml");
+        }
         let mut all: Vec<(String, String)> = [
             ("UPSTASH_REDIS_REST_URL", gateway_url),
             ("UPSTASH_REDIS_REST_TOKEN", GATEWAY_TOKEN),
@@ -522,8 +551,12 @@ impl Worker {
                     "--port",
                     &worker.port.to_string(),
                 ])
-                .args(["--inspector-port", &free_port().to_string()])
-                .args(["--test-scheduled", "--log-level", "warn"]);
+                .args(["--inspector-port", &free_port().to_string()]);
+            if layout == Layout::Two {
+                // The edge first: `wrangler dev` serves the first config's Worker.
+                command.args(["-c", "wrangler.toml", "-c", "record.toml"]);
+            }
+            command.args(["--test-scheduled", "--log-level", "warn"]);
             if let Some(state) = &worker.record {
                 command.arg("--persist-to").arg(state);
             }
@@ -545,7 +578,7 @@ impl Worker {
             }
         }
         eprintln!(
-            "support: wrangler dev ready in {:.1} s (D1: {})",
+            "support: wrangler dev ready in {:.1} s ({layout:?}; D1: {})",
             started.elapsed().as_secs_f64(),
             if worker.record.is_some() {
                 "bound"
@@ -626,6 +659,24 @@ fn wrangler_config(bundle: &Path, d1: bool, assets: Assets) -> String {
         config.push_str(&d1_section());
     }
     config
+}
+
+/// The edge's `RECORD` binding to the Worker of [`record_config`].
+const RECORD_SERVICE: &str =
+    "\n[[services]]\nbinding = \"RECORD\"\nservice = \"tally-record-test\"\n";
+
+/// The record Worker's config: the whole build, with the D1 database.
+fn record_config(bundle: &Path) -> String {
+    let real = fs::read_to_string(root().join("wrangler.toml")).expect("read wrangler.toml");
+    let date = real
+        .lines()
+        .find(|l| l.starts_with("compatibility_date"))
+        .expect("wrangler.toml sets compatibility_date");
+    format!(
+        "name = \"tally-record-test\"\nmain = \"{}\"\n{date}\n{}",
+        bundle.display(),
+        d1_section()
+    )
 }
 
 /// Redis, the gateway and the worker, wired together.

@@ -5,8 +5,12 @@ use worker::Env;
 use super::{item_id, snapshot_json};
 use crate::edge::config::Config;
 use crate::edge::error::AppError;
+#[cfg(not(feature = "record"))]
+use crate::edge::forward;
 use crate::edge::http::{self, Incoming, Reply};
-use crate::edge::{identity, record};
+use crate::edge::identity;
+#[cfg(feature = "record")]
+use crate::edge::record;
 use crate::engine::Window;
 
 /// The most ids one batch read takes.
@@ -48,8 +52,13 @@ pub async fn read(
     match http::param(&query, "source") {
         None | Some("live") => {}
         Some("record") => {
-            let snapshot = Box::pin(record::read(env, req, config, &item, who)).await?;
-            return Reply::json(200, &snapshot_json(&snapshot));
+            #[cfg(feature = "record")]
+            {
+                let snapshot = Box::pin(record::read(env, req, config, &item, who)).await?;
+                return Reply::json(200, &snapshot_json(&snapshot));
+            }
+            #[cfg(not(feature = "record"))]
+            return forward::to_record(req, env).await;
         }
         Some(_) => {
             return Err(AppError::InvalidQuery(

@@ -5,6 +5,7 @@ pub mod counters;
 pub mod items;
 pub mod likes;
 pub mod ops;
+#[cfg(feature = "record")]
 pub mod transfer;
 pub mod views;
 pub mod visitors;
