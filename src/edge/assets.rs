@@ -8,12 +8,11 @@
 //! matched (or when a setup runs the worker first); it is handed to the
 //! `ASSETS` binding if there is one, else it is a `404`.
 
-use worker::wasm_bindgen::{JsCast, JsValue};
-use worker::wasm_bindgen_futures::JsFuture;
-use worker::{Env, web_sys, worker_sys};
+use worker::Env;
+use worker::wasm_bindgen::JsValue;
 
 use super::error::AppError;
-use super::http::{self, Incoming, Reply};
+use super::http::{Incoming, Reply};
 
 /// The binding of the static assets (`[assets] binding` in `wrangler.toml`).
 const BINDING: &str = "ASSETS";
@@ -23,18 +22,8 @@ pub async fn serve(req: &Incoming, env: &Env) -> Result<Reply, AppError> {
     let Ok(assets) = env.assets(BINDING) else {
         return Err(AppError::NotFound);
     };
-    // The binding's own `fetch`, given the runtime's request (a `GET` or
-    // `HEAD`: no body to consume): a `worker::Request` would first read all of
-    // it into wasm, and its `Response` would make a new one on the way out.
-    let assets: worker_sys::Fetcher = assets.into_rpc();
-    let answer = assets.fetch(req.raw()).map_err(js_error)?;
-    let response: web_sys::Response = JsFuture::from(answer)
-        .await
-        .map_err(js_error)?
-        .dyn_into()
-        .map_err(js_error)?;
-    // That was I/O: the clock moved (see `http::clock_ms`).
-    http::now_ms();
+    // A `GET` or `HEAD`: no body to pass on.
+    let response = req.through(assets).await.map_err(js_error)?;
     if response.status() == 404 {
         return Err(AppError::NotFound);
     }

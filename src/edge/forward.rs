@@ -7,12 +7,11 @@
 //! back as it came. That Worker checks the API key, answers, and counts the
 //! request in the metrics; the edge adds only CORS.
 
-use worker::wasm_bindgen::{JsCast, JsValue};
-use worker::wasm_bindgen_futures::JsFuture;
-use worker::{Env, web_sys, worker_sys};
+use worker::Env;
+use worker::wasm_bindgen::JsValue;
 
 use super::error::{AppError, js_message};
-use super::http::{self, Incoming, Reply};
+use super::http::{Incoming, Reply};
 
 /// The service binding of the record Worker (`[[services]]` in the edge's config).
 const BINDING: &str = "RECORD";
@@ -28,15 +27,7 @@ pub async fn to_record(req: &Incoming, env: &Env) -> Result<Reply, AppError> {
     let Ok(record) = env.service(BINDING) else {
         return Err(AppError::RecordUnbound);
     };
-    let record: worker_sys::Fetcher = record.into_rpc();
-    let answer = record.fetch(req.raw()).map_err(unreachable)?;
-    let response: web_sys::Response = JsFuture::from(answer)
-        .await
-        .map_err(unreachable)?
-        .dyn_into()
-        .map_err(unreachable)?;
-    // That was I/O: the clock moved (see `http::clock_ms`).
-    http::now_ms();
+    let response = req.through(record).await.map_err(unreachable)?;
     Ok(Reply::forwarded(response))
 }
 

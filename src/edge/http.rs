@@ -4,6 +4,7 @@
 use std::cell::{Cell, OnceCell};
 
 use serde::Serialize;
+use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::wasm_bindgen;
 use worker::js_sys::Uint8Array;
 use worker::wasm_bindgen_futures::JsFuture;
@@ -139,6 +140,21 @@ impl Incoming {
     /// The runtime's request.
     pub fn raw(&self) -> &Request {
         &self.raw
+    }
+
+    /// This request, unread, through a binding's own `fetch` (Static Assets,
+    /// a service binding): its response as it came, or what it threw. A
+    /// `worker::Request` would first read all of the request into wasm, and a
+    /// `worker::Response` make a new response on the way out.
+    pub async fn through(
+        &self,
+        binding: worker::Fetcher,
+    ) -> Result<web_sys::Response, wasm_bindgen::JsValue> {
+        let binding: worker::worker_sys::Fetcher = binding.into_rpc();
+        let response = JsFuture::from(binding.fetch(&self.raw)?).await?;
+        // That was I/O: the clock moved (see `clock_ms`).
+        now_ms();
+        response.dyn_into()
     }
 }
 
