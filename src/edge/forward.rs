@@ -1,11 +1,12 @@
 //! The edge build's way to the system of record (built without the `record`
 //! feature, `build/edge/`): the record lives in a Worker of its own, running
-//! the full build and bound here as `RECORD` (README, "Two Workers"). The
+//! the whole build and bound here as `RECORD` (README, "Two Workers"). The
 //! routes that need it — import, merge, reconcile, `?source=record` and the
 //! day points Redis no longer keeps — are handed to it whole: the runtime's
 //! request (body unread) through the binding's `fetch`, its response passed
-//! back as it came. That Worker checks the API key, answers, and counts the
-//! request in the metrics; the edge adds only CORS.
+//! back as it came. That Worker, with the same settings, checks the API key,
+//! answers with its CORS headers, and counts the request in the metrics; the
+//! edge adds nothing (`edge::fetch`).
 
 use worker::Env;
 use worker::wasm_bindgen::JsValue;
