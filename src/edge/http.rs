@@ -179,7 +179,7 @@ enum Body {
     /// A response the runtime made (a static asset); `extra` replaces its
     /// headers of the same names, but `Vary`, which it joins.
     Runtime(web_sys::Response),
-    /// The `RECORD` Worker's response (the edge build), as [`Body::Runtime`].
+    /// The `RECORD` Worker's response (the edge build), passed on untouched.
     #[cfg(not(feature = "record"))]
     Forwarded(web_sys::Response),
 }
@@ -276,10 +276,9 @@ impl Reply {
             Body::Bytes(body) => respond_js(&body, self.status, false, &self.extra),
             Body::Runtime(response) if self.extra.is_empty() => response,
             Body::Runtime(response) => with_headers_js(&response, &self.extra),
+            // Never given headers: `edge::fetch` passes it on as it came.
             #[cfg(not(feature = "record"))]
-            Body::Forwarded(response) if self.extra.is_empty() => response,
-            #[cfg(not(feature = "record"))]
-            Body::Forwarded(response) => with_headers_js(&response, &self.extra),
+            Body::Forwarded(response) => response,
         }
     }
 }
