@@ -42,6 +42,12 @@ impl Bucket {
         }
     }
 
+    /// Whether the bucket that starts at `start` has outlived its TTL at `now`:
+    /// Redis no longer keeps it.
+    pub fn expired(self, start: i64, now: i64) -> bool {
+        start + self.ttl_seconds() <= now
+    }
+
     /// The start (unix seconds) of the bucket holding `t`.
     pub fn start(self, t: i64) -> i64 {
         t.div_euclid(self.seconds()) * self.seconds()
@@ -247,6 +253,17 @@ fn push_decimal(text: &mut String, number: i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bucket_expires_exactly_its_ttl_after_it_starts() {
+        let start = Bucket::Day.start(1_800_000_000);
+        let ttl = Bucket::Day.ttl_seconds();
+        assert!(!Bucket::Day.expired(start, start + ttl - 1));
+        assert!(Bucket::Day.expired(start, start + ttl));
+        let minute = Bucket::Minute.ttl_seconds();
+        assert!(!Bucket::Minute.expired(start, start + minute - 1));
+        assert!(Bucket::Minute.expired(start, start + minute));
+    }
 
     #[test]
     fn item_keys_share_the_item_as_hash_tag() {

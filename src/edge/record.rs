@@ -542,7 +542,7 @@ pub async fn fill_old_days(
     points: &mut [Point],
     now: i64,
 ) -> Result<(), AppError> {
-    let gone = |p: &Point| p.t + Bucket::Day.ttl_seconds() <= now;
+    let gone = |p: &Point| Bucket::Day.expired(p.t, now);
     let (Some(first), Some(last)) = (
         points.iter().find(|p| gone(p)).map(|p| p.t),
         points.iter().rev().find(|p| gone(p)).map(|p| p.t),

@@ -131,23 +131,20 @@ pub async fn series(
         "unique" => return Err(invalid("metric=unique takes bucket=day")),
         _ => return Err(invalid("metric must be views or unique")),
     }
+    // The days Redis no longer keeps are the `RECORD` Worker's: it answers
+    // the whole request when the first (oldest) day is one of them.
+    #[cfg(not(feature = "record"))]
+    if bucket == Bucket::Day
+        && Bucket::Day.expired(bucket.start(from), http::now())
+        && forward::bound(env)
+    {
+        return forward::to_record(req, env).await;
+    }
     #[cfg_attr(not(feature = "record"), expect(unused_mut))]
     let mut points = config.engine().series(&item, bucket, from, to).await?;
     #[cfg(feature = "record")]
     if bucket == Bucket::Day {
         Box::pin(record::fill_old_days(env, &item, &mut points, http::now())).await?;
-    }
-    // The days Redis no longer keeps are the `RECORD` Worker's: it answers
-    // the whole request (this read was one round trip more, for a rare one).
-    #[cfg(not(feature = "record"))]
-    if bucket == Bucket::Day && forward::bound(env) {
-        let now = http::now();
-        if points
-            .iter()
-            .any(|p| p.t + Bucket::Day.ttl_seconds() <= now)
-        {
-            return forward::to_record(req, env).await;
-        }
     }
     let points: Vec<_> = points
         .iter()
