@@ -638,13 +638,18 @@ impl Worker {
     }
 }
 
-fn wrangler_config(bundle: &Path, d1: bool, assets: Assets) -> String {
-    // The compatibility date is the deployed one, read from the real config.
-    let real = fs::read_to_string(root().join("wrangler.toml")).expect("read wrangler.toml");
-    let date = real
+/// The deployed `compatibility_date = "…"` line, read from wrangler.toml.
+fn compatibility_date() -> String {
+    fs::read_to_string(root().join("wrangler.toml"))
+        .expect("read wrangler.toml")
         .lines()
         .find(|l| l.starts_with("compatibility_date"))
-        .expect("wrangler.toml sets compatibility_date");
+        .expect("wrangler.toml sets compatibility_date")
+        .to_owned()
+}
+
+fn wrangler_config(bundle: &Path, d1: bool, assets: Assets) -> String {
+    let date = compatibility_date();
     // The static files, as deployed: served by the platform from assets/
     // (unless `assets` runs the worker first).
     let mut config = format!(
@@ -667,11 +672,7 @@ const RECORD_SERVICE: &str =
 
 /// The record Worker's config: the whole build, with the D1 database.
 fn record_config(bundle: &Path) -> String {
-    let real = fs::read_to_string(root().join("wrangler.toml")).expect("read wrangler.toml");
-    let date = real
-        .lines()
-        .find(|l| l.starts_with("compatibility_date"))
-        .expect("wrangler.toml sets compatibility_date");
+    let date = compatibility_date();
     format!(
         "name = \"tally-record-test\"\nmain = \"{}\"\n{date}\n{}",
         bundle.display(),
