@@ -93,8 +93,13 @@ async fn connections_past_the_cap_get_503_and_are_closed_and_service_resumes() {
     assert!(answer.contains("maximum of 4 connections"), "{answer}");
 
     held.pop();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let text = metrics(&g).await;
+    // The gateway sees the closed connection in its own time.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut text = metrics(&g).await;
+    while !text.lines().any(|l| l == "tally_gateway_connections 4") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        text = metrics(&g).await;
+    }
     assert!(
         text.lines()
             .any(|l| l == "tally_gateway_connections_refused_total 1"),

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Both, TOKEN, post, run, send};
+use common::{Both, Redis, TOKEN, post, run, send};
 use serde_json::json;
 
 #[tokio::test]
@@ -87,11 +87,13 @@ const BUSY_SECOND: &str = "local t = redis.call('TIME') \
 #[tokio::test]
 async fn sigterm_lets_requests_in_flight_finish_then_exits() {
     use std::process::{Command, Stdio};
-    let both = Both::start();
+    // Past 50 ms of a script, Redis answers others `BUSY`: how the test
+    // knows the request is inside Redis before it sends the signal.
+    let redis = Redis::start_with(&["--busy-reply-threshold", "50"]);
     let port = common::free_port();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tally-gateway"))
         .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--redis-url", &both.redis.url(), "--token", TOKEN])
+        .args(["--redis-url", &redis.url(), "--token", TOKEN])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -109,7 +111,20 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits() {
             .json(&json!(["EVAL", BUSY_SECOND, 0]))
             .send(),
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A signal before the gateway has read the request would rightly
+    // close the connection unanswered, so wait until Redis runs the script.
+    let redis_port = redis.port;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ping = tokio::task::spawn_blocking(move || ping(redis_port))
+            .await
+            .unwrap();
+        if ping.starts_with("BUSY") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the script never ran: {ping}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let term = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -133,4 +148,13 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "no longer listening"
     );
+}
+
+/// `PING` through `redis-cli`, without a `Redis` to borrow across threads.
+fn ping(port: u16) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "PING"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
