@@ -241,15 +241,15 @@ done
 
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 wasm_raw="$(wc -c <"$rust_wasm")"
-wasm_gzip="$(gzip -9 -c "$rust_wasm" | wc -c)"
+wasm_gzip="$(gzip -9 -n -c "$rust_wasm" | wc -c)"
 edge_raw=0
 edge_gzip=0
 if [ -f "$edge_wasm" ]; then
   edge_raw="$(wc -c <"$edge_wasm")"
-  edge_gzip="$(gzip -9 -c "$edge_wasm" | wc -c)"
+  edge_gzip="$(gzip -9 -n -c "$edge_wasm" | wc -c)"
 fi
 js_raw="$(wc -c <"$dir/js.js")"
-js_gzip="$(gzip -9 -c "$dir/js.js" | wc -c)"
+js_gzip="$(gzip -9 -n -c "$dir/js.js" | wc -c)"
 
 echo
 awk -v wasm_raw="$wasm_raw" -v wasm_gzip="$wasm_gzip" -v edge_raw="$edge_raw" -v edge_gzip="$edge_gzip" -v js_raw="$js_raw" -v js_gzip="$js_gzip" \
