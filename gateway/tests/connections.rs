@@ -8,7 +8,7 @@ mod common;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use common::{Gateway, Redis, TOKEN, run, send};
+use common::{Answer, Gateway, Redis, TOKEN, run, send};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -34,13 +34,16 @@ async fn read_to_close(stream: &mut TcpStream, within: Duration) -> Option<Strin
 }
 
 async fn metrics(gateway: &Gateway) -> String {
+    metrics_answer(gateway).await.text
+}
+
+async fn metrics_answer(gateway: &Gateway) -> Answer {
     send(
         reqwest::Client::new()
             .get(gateway.url("/metrics"))
             .bearer_auth(TOKEN),
     )
     .await
-    .text
 }
 
 const REQUEST: &[u8] =
@@ -97,14 +100,7 @@ async fn connections_past_the_cap_get_503_and_are_closed_and_service_resumes() {
     // The gateway notices the closed connection in its own time; until then
     // a new connection is a fifth one and refused too, which the count of
     // refusals must show.
-    let (text, refused_meanwhile) = until_admitted(|| {
-        send(
-            reqwest::Client::new()
-                .get(g.url("/metrics"))
-                .bearer_auth(TOKEN),
-        )
-    })
-    .await;
+    let (text, refused_meanwhile) = until_admitted(|| metrics_answer(&g)).await;
     assert!(
         text.lines().any(|l| l
             == format!(
@@ -125,9 +121,7 @@ async fn connections_past_the_cap_get_503_and_are_closed_and_service_resumes() {
 /// The text of the first answer of `request` that is not a refusal (`503`,
 /// while the gateway has yet to see connections closed), and how many
 /// refusals came before it.
-async fn until_admitted<F: Future<Output = common::Answer>>(
-    request: impl Fn() -> F,
-) -> (String, u32) {
+async fn until_admitted<F: Future<Output = Answer>>(request: impl Fn() -> F) -> (String, u32) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut refused = 0;
     loop {

@@ -116,7 +116,7 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits() {
     let redis_port = redis.port;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let ping = tokio::task::spawn_blocking(move || ping(redis_port))
+        let ping = tokio::task::spawn_blocking(move || common::cli_at(redis_port, &["PING"]))
             .await
             .unwrap();
         if ping.starts_with("BUSY") {
@@ -148,13 +148,4 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "no longer listening"
     );
-}
-
-/// `PING` through `redis-cli`, without a `Redis` to borrow across threads.
-fn ping(port: u16) -> String {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "PING"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }

@@ -94,13 +94,19 @@ impl Redis {
 
     /// One command through `redis-cli`, raw output.
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        cli_at(self.port, args)
     }
+}
+
+/// One command through `redis-cli` to the server on `port`, raw output; for
+/// a thread that cannot borrow the [`Redis`].
+pub fn cli_at(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 impl Drop for Redis {
