@@ -239,11 +239,17 @@ impl RestClient {
         keys: &[String],
         args: &[String],
     ) -> Result<Value, RestError> {
+        self.eval_call(script, &ScriptArgs::of(keys, args)).await
+    }
+
+    /// [`RestClient::eval`] of keys and arguments already written as
+    /// [`ScriptArgs`], for calls of many keys.
+    pub async fn eval_call(&self, script: &Script, call: &ScriptArgs) -> Result<Value, RestError> {
         let first = self
             .observed(
                 "EVALSHA",
                 Some(script.name()),
-                self.post_command(script_command("EVALSHA", script.sha1(), keys, args)),
+                self.post_command(call.command("EVALSHA", script.sha1())),
             )
             .await;
         match first {
@@ -252,7 +258,7 @@ impl RestClient {
                 self.observed(
                     "EVAL",
                     Some(script.name()),
-                    self.post_command(script_command("EVAL", script.source(), keys, args)),
+                    self.post_command(call.command("EVAL", script.source())),
                 )
                 .await
             }
@@ -287,7 +293,7 @@ impl RestClient {
         let batch = |verb, body| -> Vec<_> {
             calls
                 .iter()
-                .map(|(keys, args)| script_command(verb, body, keys, args))
+                .map(|(keys, args)| ScriptArgs::of(keys, args).command(verb, body))
                 .collect()
         };
         let first = self
@@ -524,21 +530,72 @@ fn status_error(status: u16, text: &str) -> RestError {
     }
 }
 
-/// `EVALSHA sha numkeys keys... args...` (or `EVAL source ...`), as JSON.
-fn script_command(verb: &str, body: &str, keys: &[String], args: &[String]) -> Vec<u8> {
-    let count = keys.len().to_string();
-    command_json(
-        [verb, body, count.as_str()]
-            .into_iter()
-            .chain(keys.iter().map(String::as_str))
-            .chain(args.iter().map(String::as_str)),
-    )
+/// The keys and arguments of one script call, each written into the JSON the
+/// REST API takes as it is added: a call of many keys (a batch read of 20
+/// items names 700) makes no `String` per key, nor copies each once more into
+/// the request (docs/benchmarks.md, "session 8"). All keys come before all
+/// arguments, as `EVALSHA sha numkeys keys... args...` has them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScriptArgs {
+    /// `,"key"` per key.
+    keys: Vec<u8>,
+    count: usize,
+    /// `,"arg"` per argument.
+    args: Vec<u8>,
+}
+
+impl ScriptArgs {
+    /// No keys and no arguments yet, with room for `key_bytes` bytes of keys.
+    pub fn with_capacity(key_bytes: usize) -> ScriptArgs {
+        ScriptArgs {
+            keys: Vec::with_capacity(key_bytes),
+            ..ScriptArgs::default()
+        }
+    }
+
+    /// These `keys` and `args`.
+    pub fn of(keys: &[String], args: &[String]) -> ScriptArgs {
+        let mut call = ScriptArgs::with_capacity(keys.iter().map(|key| key.len() + 3).sum());
+        keys.iter().for_each(|key| call.key(key));
+        args.iter().for_each(|arg| call.arg(arg));
+        call
+    }
+
+    /// Adds a key.
+    pub fn key(&mut self, key: &str) {
+        self.keys.push(b',');
+        push_json_string(&mut self.keys, key);
+        self.count += 1;
+    }
+
+    /// Adds an argument.
+    pub fn arg(&mut self, arg: &str) {
+        self.args.push(b',');
+        push_json_string(&mut self.args, arg);
+    }
+
+    /// `verb body numkeys keys... args...` (`EVALSHA sha ...` or
+    /// `EVAL source ...`), as JSON.
+    fn command(&self, verb: &str, body: &str) -> Vec<u8> {
+        let count = self.count.to_string();
+        let size = verb.len() + body.len() + count.len() + self.keys.len() + self.args.len() + 10;
+        let mut json = Vec::with_capacity(size);
+        json.push(b'[');
+        push_json_string(&mut json, verb);
+        json.push(b',');
+        push_json_string(&mut json, body);
+        json.push(b',');
+        push_json_string(&mut json, &count);
+        json.extend_from_slice(&self.keys);
+        json.extend_from_slice(&self.args);
+        json.push(b']');
+        json
+    }
 }
 
 /// `parts` as the JSON array of strings the REST API takes, written straight
-/// into bytes: a string with nothing to escape (keys, numbers, ids, SHA1s)
-/// is copied as it is, anything else is escaped by `serde_json`. The bytes
-/// are those `serde_json` writes for the same array.
+/// into bytes (see [`push_json_string`]). The bytes are those `serde_json`
+/// writes for the same array.
 fn command_json<'a>(parts: impl Iterator<Item = &'a str> + Clone) -> Vec<u8> {
     let size = parts.clone().map(|part| part.len() + 3).sum::<usize>() + 2;
     let mut json = Vec::with_capacity(size);
@@ -547,17 +604,23 @@ fn command_json<'a>(parts: impl Iterator<Item = &'a str> + Clone) -> Vec<u8> {
         if i > 0 {
             json.push(b',');
         }
-        if part.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
-            json.push(b'"');
-            json.extend_from_slice(part.as_bytes());
-            json.push(b'"');
-        } else {
-            // Writing into a Vec does not fail, and a &str is always valid JSON text.
-            let _ = serde_json::to_writer(&mut json, part);
-        }
+        push_json_string(&mut json, part);
     }
     json.push(b']');
     json
+}
+
+/// `text` as a JSON string: with nothing to escape (keys, numbers, ids,
+/// SHA1s) copied as it is, anything else escaped by `serde_json`.
+fn push_json_string(json: &mut Vec<u8>, text: &str) {
+    if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        json.push(b'"');
+        json.extend_from_slice(text.as_bytes());
+        json.push(b'"');
+    } else {
+        // Writing into a Vec does not fail, and a &str is always valid JSON text.
+        let _ = serde_json::to_writer(&mut *json, text);
+    }
 }
 
 #[cfg(test)]
@@ -573,19 +636,44 @@ mod tests {
         let keys = vec!["k1".to_owned(), "k2".to_owned()];
         let args = vec!["a".to_owned()];
         assert_eq!(
-            parsed(&script_command("EVALSHA", "abc", &keys, &args)),
+            parsed(&ScriptArgs::of(&keys, &args).command("EVALSHA", "abc")),
             ["EVALSHA", "abc", "2", "k1", "k2", "a"]
         );
         // A read takes 35 keys per item; no count falls back to "0", however many.
         let many: Vec<String> = (0..35).map(|i| format!("k{i}")).collect();
         assert_eq!(
-            parsed(&script_command("EVALSHA", "abc", &many, &args))[2],
+            parsed(&ScriptArgs::of(&many, &args).command("EVALSHA", "abc"))[2],
             "35"
         );
         let more: Vec<String> = (0..200).map(|i| format!("k{i}")).collect();
         assert_eq!(
-            parsed(&script_command("EVALSHA", "abc", &more, &args))[2],
+            parsed(&ScriptArgs::of(&more, &args).command("EVALSHA", "abc"))[2],
             "200"
+        );
+    }
+
+    #[test]
+    fn keys_and_args_added_one_by_one_are_the_call_of_both_lists() {
+        let keys = ["tally:{a}:stats", "k\"ey", "caf\u{e9}\n"].map(String::from);
+        let args = ["", "{\"by\": 1}"].map(String::from);
+        let mut call = ScriptArgs::with_capacity(0);
+        // Added interleaved: keys still come first, in order.
+        call.arg(&args[0]);
+        call.key(&keys[0]);
+        call.key(&keys[1]);
+        call.arg(&args[1]);
+        call.key(&keys[2]);
+        assert_eq!(call, ScriptArgs::of(&keys, &args));
+        assert_eq!(
+            call.command("EVAL", "return 1"),
+            serde_json::to_vec(&[
+                "EVAL", "return 1", "3", &keys[0], &keys[1], &keys[2], &args[0], &args[1]
+            ])
+            .unwrap()
+        );
+        assert_eq!(
+            ScriptArgs::default().command("EVALSHA", "abc"),
+            br#"["EVALSHA","abc","0"]"#
         );
     }
 
