@@ -3,6 +3,7 @@
 //! The crate is split along one boundary you can see in the tree:
 //!
 //! - pure modules, which know nothing of `worker` and build and test natively:
+//!   - [`base64url`]: unpadded base64url for tokens and visitor ids, strict as RFC 4648 asks;
 //!   - [`decimal`]: decimal text to `f64`, as `str::parse` reads it, without core's parser in the wasm;
 //!   - [`item`]: item ids and custom counter names, validated;
 //!   - [`keys`]: every Redis key name, under one prefix;
@@ -28,6 +29,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod badge;
+pub mod base64url;
 pub mod decimal;
 pub mod engine;
 pub mod item;

@@ -6,11 +6,11 @@
 
 use std::cell::RefCell;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+
+use crate::base64url;
 
 pub(crate) type HmacSha256 = Hmac<Sha256>;
 
@@ -75,9 +75,7 @@ pub fn verify(token: &str, secret: &[u8], now: i64) -> Result<Claims, TokenError
     if header.alg != "HS256" {
         return Err(TokenError::Algorithm);
     }
-    let signature = URL_SAFE_NO_PAD
-        .decode(signature)
-        .map_err(|_| TokenError::Malformed)?;
+    let signature = base64url::decode(signature).ok_or(TokenError::Malformed)?;
     let mut mac = keyed(secret);
     let signed_len = header_part.len() + 1 + payload.len();
     mac.update(&token.as_bytes()[..signed_len]);
@@ -179,12 +177,12 @@ pub fn sign(claims: &Claims, secret: &[u8]) -> String {
     let payload = serde_json::to_string(&payload).unwrap_or_default();
     let signing_input = format!(
         "{}.{}",
-        URL_SAFE_NO_PAD.encode(HEADER),
-        URL_SAFE_NO_PAD.encode(payload)
+        base64url::encode(HEADER),
+        base64url::encode(payload)
     );
     let mut mac = keyed(secret);
     mac.update(signing_input.as_bytes());
-    let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    let signature = base64url::encode(mac.finalize().into_bytes());
     format!("{signing_input}.{signature}")
 }
 
@@ -216,9 +214,7 @@ pub(crate) fn keyed_afresh(key: &[u8]) -> HmacSha256 {
 }
 
 fn decode_json<T: serde::de::DeserializeOwned>(part: &str) -> Result<T, TokenError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| TokenError::Malformed)?;
+    let bytes = base64url::decode(part).ok_or(TokenError::Malformed)?;
     serde_json::from_slice(&bytes).map_err(|_| TokenError::Malformed)
 }
 
@@ -232,15 +228,12 @@ mod tests {
     fn token_with(header: &str, payload: &str, secret: &[u8]) -> String {
         let input = format!(
             "{}.{}",
-            URL_SAFE_NO_PAD.encode(header),
-            URL_SAFE_NO_PAD.encode(payload)
+            base64url::encode(header),
+            base64url::encode(payload)
         );
         let mut mac = keyed(secret);
         mac.update(input.as_bytes());
-        format!(
-            "{input}.{}",
-            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
-        )
+        format!("{input}.{}", base64url::encode(mac.finalize().into_bytes()))
     }
 
     #[test]
@@ -325,7 +318,7 @@ mod tests {
             SECRET,
         );
         let parts: Vec<&str> = token.split('.').collect();
-        let forged_payload = URL_SAFE_NO_PAD.encode(r#"{"sub":"admin","exp":9999999999}"#);
+        let forged_payload = base64url::encode(r#"{"sub":"admin","exp":9999999999}"#);
         let forged = format!("{}.{forged_payload}.{}", parts[0], parts[2]);
         assert_eq!(verify(&forged, SECRET, NOW), Err(TokenError::Signature));
     }
@@ -357,8 +350,8 @@ mod tests {
 
     #[test]
     fn refuses_alg_none_even_without_a_signature() {
-        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT"}"#);
-        let payload = URL_SAFE_NO_PAD.encode(r#"{"sub":"u","exp":1900000000}"#);
+        let header = base64url::encode(r#"{"alg":"none","typ":"JWT"}"#);
+        let payload = base64url::encode(r#"{"sub":"u","exp":1900000000}"#);
         let token = format!("{header}.{payload}.");
         assert_eq!(verify(&token, SECRET, NOW), Err(TokenError::Algorithm));
     }

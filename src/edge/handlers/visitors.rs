@@ -1,7 +1,5 @@
 //! `POST /v1/visitors`: an anonymous identity for browsers without an account.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use worker::js_sys::{Function, Reflect, Uint8Array};
 use worker::wasm_bindgen::{JsCast, JsValue};
 
@@ -10,7 +8,7 @@ use crate::edge::config::Config;
 use crate::edge::error::AppError;
 use crate::edge::http::{self, Incoming, Reply};
 use crate::token::{self, Claims};
-use crate::viewer;
+use crate::{base64url, viewer};
 
 /// How long a visitor token lives: a year, so a visitor keeps their likes.
 const VISITOR_TOKEN_SECONDS: i64 = 365 * 86_400;
@@ -22,7 +20,7 @@ pub async fn issue(req: &Incoming, config: &Config) -> Result<Reply, AppError> {
     let limiter = viewer::anonymous_client(config.jwt_secret.as_bytes(), now, ip);
     let limited = config.engine().admit(&limiter, now).await?;
     let ((), rate) = admitted(limited)?;
-    let visitor = format!("anon:{}", URL_SAFE_NO_PAD.encode(random_bytes()?));
+    let visitor = format!("anon:{}", base64url::encode(random_bytes()?));
     let expires_at = now + VISITOR_TOKEN_SECONDS;
     let claims = Claims {
         sub: visitor.clone(),
