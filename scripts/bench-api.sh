@@ -49,7 +49,7 @@ cargo build --release --quiet -p tally --example load_api
 # found beside it); by default build/, rebuilt when older than its sources.
 rust_bundle="${BENCH_RUST_BUNDLE:-$PWD/build/index.js}"
 if [ -z "${BENCH_RUST_BUNDLE:-}" ] && { [ ! -f build/index.js ] ||
-  [ -n "$(find src assets Cargo.toml Cargo.lock -newer build/index.js -print -quit)" ]; }; then
+  [ -n "$(find src assets Cargo.toml Cargo.lock .cargo -newer build/index.js -print -quit)" ]; }; then
   bash scripts/build.sh
 fi
 rust_wasm="$(find "$(dirname "$rust_bundle")" -maxdepth 1 -name '*.wasm' | head -1)"
