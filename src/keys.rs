@@ -129,7 +129,7 @@ impl Keys {
 
     /// One of the keys [`ItemKeys`] builds, as its own `String`.
     fn owned(&self, item: &ItemId, key: impl FnOnce(&mut ItemKeys) -> &str) -> String {
-        let mut keys = self.of_sized(item, 20);
+        let mut keys = self.of(item);
         key(&mut keys);
         keys.key
     }
