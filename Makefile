@@ -1,5 +1,5 @@
 # The two commands a new user runs: `make dev` and `make test`.
-.PHONY: dev test build setup token bench-engine bench-outbox bench-gateway bench-api bench-profile
+.PHONY: dev test build setup token bench-engine bench-outbox bench-gateway bench-api bench-perf bench-profile
 
 dev:
 	bash scripts/dev.sh
@@ -39,6 +39,11 @@ bench-gateway:
 # start, wasm size, and the goals.
 bench-api:
 	bash scripts/bench-api.sh
+
+# The same run with `perf record` on each loaded workerd: CPU per request per
+# route and worker, split by the code that ran it (JIT, V8, workerd, kernel).
+bench-perf:
+	bash scripts/bench-api.sh --perf
 
 # Where the Rust worker's CPU goes, per route: V8 CPU profiles through workerd's
 # inspector (build/profile/rust/*.cpuprofile) and a summary of the suspects.

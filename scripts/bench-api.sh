@@ -25,6 +25,11 @@
 # JSON shape differs from the Rust worker's does. Bounded: BENCH_SECONDS
 # (default 3) per slice plus a one-second warm-up; about six minutes plus builds.
 # BENCH_ROUTES picks phases (unlike needs like before it).
+# `bench-api.sh --perf` (`make bench-perf`): the same run with `perf record`
+# on each loaded workerd (no inspector, so wasm runs as it does unprofiled),
+# then, per route and worker, workerd's CPU per request split by the code that
+# ran it: the JIT's (wasm and optimised JavaScript), V8's builtins and
+# interpreter, V8's C++, workerd's, the allocator's, the kernel's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
@@ -38,6 +43,11 @@ rounds="${BENCH_ROUNDS:-3}"
 token="bench-gateway-token"
 secret="bench-jwt-secret"
 read -r -a routes <<<"${BENCH_ROUTES:-notfound like unlike view read batch}"
+perf=""
+if [ "${1:-}" = --perf ]; then
+  perf=1
+  command -v perf >/dev/null || { echo "bench-perf needs perf (linux-tools): not found" >&2; exit 1; }
+fi
 workers=(rust js minimal)
 # The workers served and loaded: with a baseline build, a fourth.
 served=(rust js minimal)
@@ -214,8 +224,17 @@ for route in "${routes[@]}"; do
     for worker in "${order[@]}"; do
       before="$(scripts_run)"
       status=0
+      recorder=""
+      if [ -n "$perf" ]; then
+        perf record -q -F 997 -p "${workerd[$worker]}" -o "$dir/perf.$worker.$route.$round" >/dev/null 2>&1 &
+        recorder=$!
+      fi
       line="$(timeout 60 target/release/examples/load_api "http://127.0.0.1:${port[$worker]}" "$route" \
         "$connections" "$seconds" "$secret" "$worker$round" "${workerd[$worker]}")" || status=$?
+      if [ -n "$recorder" ]; then
+        kill -INT "$recorder" 2>/dev/null || true
+        wait "$recorder" 2>/dev/null || true
+      fi
       after="$(scripts_run)"
       [ -n "$line" ] || line="requests=0 seconds=0 rps=0 failed=1 closed=0 marked=0 total=0 cpu_ms=0 first_status=0"
       echo "worker=$worker round=$round route=$route scripts=$((after - before)) exit=$status $line" >>"$dir/results"
@@ -378,3 +397,65 @@ END {
   if (nr == 0) errors = errors "  no shape check ran\n"
   if (errors != "") { printf "\nFAILED: the figures above mean nothing:\n%s", errors > "/dev/stderr"; exit 1 }
 }' "$dir/results"
+
+# --perf: workerd's CPU per request, split by the code that ran it. Each slice's
+# samples are sorted by symbol and place: JIT code (no symbol: wasm, and
+# JavaScript that V8 optimised), V8's builtins (Builtins_*, which include the
+# bytecode interpreter), V8's C++, workerd's own C++ (workerd::, kj::,
+# capnp::), the allocator (tcmalloc), the kernel, the rest (libc, ...). The
+# shares, over every slice of a route and worker, times that route and
+# worker's CPU per request over the same slices, give microseconds per request.
+if [ -n "$perf" ]; then
+  for file in "$dir"/perf.*.*.*; do
+    perf script -i "$file" -F ip,sym,dso 2>/dev/null | awk -v slice="${file#"$dir"/perf.}" '
+      {
+        c = "other"
+        if ($0 ~ /\[JIT\]|perf-[0-9]+\.map/) c = "jit"
+        else if ($0 ~ /\[kernel|kallsyms/) c = "kernel"
+        else if ($0 ~ / Builtins_/) c = "builtins"
+        else if ($0 ~ /tcmalloc|TCMalloc/) c = "alloc"
+        else if ($0 ~ /v8::/) c = "v8"
+        else if ($0 ~ /workerd::|kj::|capnp::/) c = "workerd"
+        n[c]++
+      }
+      END { split(slice, s, "."); for (c in n) print s[1], s[2], c, n[c] }'
+  done >"$dir/perf.samples"
+  echo
+  echo "Where workerd's CPU goes (perf record at 997 Hz on the loaded workerd, no inspector), us per request:"
+  echo "the CPU per request of a route's slices, split as the samples of those slices fall"
+  awk -v route_list="${routes[*]}" -v workers="${served[*]}" '
+    function field(name,   i, kv) {
+      for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) return kv[2] }
+      return ""
+    }
+    FNR == NR { k = field("worker") SUBSEP field("route"); cpu[k] += field("cpu_ms"); requests[k] += field("requests"); next }
+    { samples[$1, $2, $3] += $4; total[$1, $2] += $4 }
+    END {
+      split("jit builtins v8 workerd alloc kernel other", cats, " ")
+      printf "%-9s %-8s %7s | %8s %8s %8s %8s %8s %8s %8s | %s\n", "route", "worker", "total", "JIT", "builtins", "V8 C++", "workerd", "alloc", "kernel", "other", "samples"
+      nroutes = split(route_list, routes, " "); nworkers = split(workers, names, " ")
+      for (r = 1; r <= nroutes; r++) {
+        route = routes[r]
+        for (w = 1; w <= nworkers; w++) {
+          k = names[w] SUBSEP route
+          if (total[k] == 0 || requests[k] == 0) continue
+          us[names[w]] = 1000 * cpu[k] / requests[k]
+          printf "%-9s %-8s %7.1f |", route, names[w], us[names[w]]
+          for (c = 1; c <= 7; c++) {
+            part = us[names[w]] * samples[names[w], route, cats[c]] / total[k]
+            printf " %8.1f", part
+            if (cats[c] == "jit") jit[names[w]] = part
+          }
+          printf " | %d\n", total[k]
+          if (samples[names[w], route, "other"] > total[k] / 2) unnamed = 1
+        }
+        # workerd runs a worker on one thread, which the load keeps busy, so
+        # requests/s goes as 1 / CPU per request: were the JIT code of the Rust worker
+        # code free, this is the most rust/js requests/s could be.
+        if (route != "notfound" && us["rust"] > jit["rust"] && us["js"] > 0)
+          printf "%-9s rust/js req/s with the Rust worker'\''s JIT code at zero: at most %.2fx (now %.2fx by CPU)\n", "", us["js"] / (us["rust"] - jit["rust"]), us["js"] / us["rust"]
+        delete us; delete jit
+      }
+      if (unnamed) print "  (over half the samples fell in no known place: is workerd'\''s binary stripped of its symbols?)"
+    }' "$dir/results" "$dir/perf.samples"
+fi
