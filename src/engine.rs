@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::item::{CounterName, ItemId, ItemPolicy};
-use crate::keys::{Keys, RATE_WINDOW_SECONDS};
+use crate::keys::{ItemKeys, Keys, RATE_WINDOW_SECONDS};
 use crate::outbox;
-use crate::rest::{RestClient, RestError, ScriptArgs};
+use crate::rest::{KeySuffixes, RestClient, RestError, ScriptArgs};
 use crate::scripts::{self, Script};
 
 pub use crate::keys::{Bucket, Window};
@@ -705,17 +705,21 @@ impl Engine {
                 })
                 .sum(),
         );
+        // Every item's keys are its stem and the same 35 suffixes: those are
+        // written once, and each key is two copies (session 9, docs/benchmarks.md).
+        let mut suffix = ItemKeys::suffixes();
+        let mut suffixes = KeySuffixes::with_capacity(READ_KEYS_PER_ITEM);
+        suffixes.add(suffix.stats());
+        suffixes.add(suffix.counters());
+        suffixes.add(suffix.viewers(today));
+        suffixes.add(suffix.likers());
+        suffixes.add(suffix.liker_bits());
+        suffixes.add(suffix.viewers_all_time());
+        for back in 1..UNIQUE_WINDOW_DAYS {
+            suffixes.add(suffix.viewers(today - back * day));
+        }
         for item in items {
-            let mut keys = self.keys.of(item);
-            call.key(keys.stats());
-            call.key(keys.counters());
-            call.key(keys.viewers(today));
-            call.key(keys.likers());
-            call.key(keys.liker_bits());
-            call.key(keys.viewers_all_time());
-            for back in 1..UNIQUE_WINDOW_DAYS {
-                call.key(keys.viewers(today - back * day));
-            }
+            call.stem_keys(self.keys.of(item).stem(), &suffixes);
         }
         // Any canonical id's bit is read, whatever the mode: LIKES_STORE may
         // have been switched (GETBIT past a bitmap's end reads 0, allocating nothing).
