@@ -226,7 +226,8 @@ for route in "${routes[@]}"; do
       status=0
       recorder=""
       if [ -n "$perf" ]; then
-        perf record -q -F 997 -p "${workerd[$worker]}" -o "$dir/perf.$worker.$route.$round" >/dev/null 2>&1 &
+        perf record -q -F 997 -p "${workerd[$worker]}" -o "$dir/perf.$worker.$route.$round" \
+          >>"$dir/perf.log" 2>&1 &
         recorder=$!
       fi
       line="$(timeout 60 target/release/examples/load_api "http://127.0.0.1:${port[$worker]}" "$route" \
@@ -406,6 +407,11 @@ END {
 # shares, over every slice of a route and worker, times that route and
 # worker's CPU per request over the same slices, give microseconds per request.
 if [ -n "$perf" ]; then
+  if ! compgen -G "$dir/perf.*.*.*" >/dev/null; then
+    echo "perf recorded nothing (may this user profile its processes? kernel.perf_event_paranoid):" >&2
+    cat "$dir/perf.log" >&2
+    exit 1
+  fi
   for file in "$dir"/perf.*.*.*; do
     perf script -i "$file" -F ip,sym,dso 2>/dev/null | awk -v slice="${file#"$dir"/perf.}" '
       {
