@@ -434,7 +434,11 @@ if [ -n "$perf" ]; then
       for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) return kv[2] }
       return ""
     }
-    FNR == NR { k = field("worker") SUBSEP field("route"); cpu[k] += field("cpu_ms"); requests[k] += field("requests"); next }
+    FNR == NR {
+      k = field("worker") SUBSEP field("route")
+      cpu[k] += field("cpu_ms"); requests[k] += field("requests"); seconds[k] += field("seconds")
+      next
+    }
     { samples[$1, $2, $3] += $4; total[$1, $2] += $4 }
     END {
       split("jit builtins v8 workerd alloc kernel other", cats, " ")
@@ -455,11 +459,19 @@ if [ -n "$perf" ]; then
           printf " | %d\n", total[k]
           if (samples[names[w], route, "other"] > total[k] / 2) unnamed = 1
         }
-        # workerd runs a worker on one thread, which the load keeps busy, so
-        # requests/s goes as 1 / CPU per request: were the JIT code of the Rust worker
-        # code free, this is the most rust/js requests/s could be.
-        if (route != "notfound" && us["rust"] > jit["rust"] && us["js"] > 0)
-          printf "%-9s rust/js req/s with the Rust worker'\''s JIT code at zero: at most %.2fx (now %.2fx by CPU)\n", "", us["js"] / (us["rust"] - jit["rust"]), us["js"] / us["rust"]
+        # workerd runs a worker on one thread: while the load keeps it busy
+        # (about 1,000 ms of CPU per second), requests/s goes as 1 / CPU per
+        # request, and were the JIT code of the Rust worker free, this is the most
+        # rust/js requests/s could be. Less busy, something else (Redis, the
+        # gateway) bounds requests/s too, and the figure speaks for CPU only.
+        if (route != "notfound" && us["rust"] > jit["rust"] && us["js"] > 0) {
+          printf "%-9s rust/js req/s with the Rust worker'\''s JIT code at zero: at most %.2fx (now %.2fx by CPU)", "", us["js"] / (us["rust"] - jit["rust"]), us["js"] / us["rust"]
+          busy_rust = seconds["rust", route] > 0 ? cpu["rust", route] / seconds["rust", route] : 0
+          busy_js = seconds["js", route] > 0 ? cpu["js", route] / seconds["js", route] : 0
+          if (busy_rust < 900 || busy_js < 900)
+            printf "; workerd busy only %.0f (rust) and %.0f (js) ms/s: not CPU alone", busy_rust, busy_js
+          printf "\n"
+        }
         delete us; delete jit
       }
       if (unnamed) print "  (over half the samples fell in no known place: is workerd'\''s binary stripped of its symbols?)"
