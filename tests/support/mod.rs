@@ -240,9 +240,11 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn start(redis_url: &str) -> Gateway {
-        let port = free_port();
+        // Port 0: the system picks a free port as the gateway binds it. A port
+        // found free first and bound later may be taken in between (by the
+        // source port of any connection opened meanwhile).
         let mut gateway = Gateway {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             redis_url: redis_url.to_owned(),
             running: None,
         };
@@ -262,12 +264,13 @@ impl Gateway {
         }
     }
 
-    /// Serves again on the same address.
+    /// Serves again on the same address (the first time, on the port the
+    /// system picks).
     pub fn resume(&mut self) {
         let addr = self.addr;
         let config = tally_gateway::Config::new(self.redis_url.clone(), GATEWAY_TOKEN);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (listening, ready) = std::sync::mpsc::channel::<()>();
+        let (listening, ready) = std::sync::mpsc::channel::<SocketAddr>();
         let thread = thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -283,7 +286,7 @@ impl Gateway {
                 socket.set_reuseaddr(true).expect("SO_REUSEADDR");
                 socket.bind(addr).expect("bind the gateway's port");
                 let listener = socket.listen(1024).expect("listen");
-                let _ = listening.send(());
+                let _ = listening.send(listener.local_addr().expect("the gateway's address"));
                 tokio::select! {
                     served = tally_gateway::serve(listener, config, std::future::pending()) => {
                         served.expect("gateway serves");
@@ -294,7 +297,7 @@ impl Gateway {
             // Dropping the runtime cancels every open connection.
             runtime.shutdown_background();
         });
-        ready.recv().expect("the gateway listens");
+        self.addr = ready.recv().expect("the gateway listens");
         self.running = Some((stop, thread));
     }
 }
