@@ -271,13 +271,17 @@ fi
 js_raw="$(wc -c <"$dir/js.js")"
 js_gzip="$(gzip -9 -n -c "$dir/js.js" | wc -c)"
 
-echo
-awk -v wasm_raw="$wasm_raw" -v wasm_gzip="$wasm_gzip" -v edge_raw="$edge_raw" -v edge_gzip="$edge_gzip" -v js_raw="$js_raw" -v js_gzip="$js_gzip" \
-  -v route_list="${routes[*]}" -v rounds="$rounds" -v cold_file="$dir/cold" -v shape_rust="$dir/shape.rust" -v shape_js="$dir/shape.js" '
+# The awk function both reports read a results line with: field(name) is the
+# value of its name=value pair ("" when it has none).
+field_awk='
 function field(name,   i, kv) {
   for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) return kv[2] }
   return ""
 }
+'
+echo
+awk -v wasm_raw="$wasm_raw" -v wasm_gzip="$wasm_gzip" -v edge_raw="$edge_raw" -v edge_gzip="$edge_gzip" -v js_raw="$js_raw" -v js_gzip="$js_gzip" \
+  -v route_list="${routes[*]}" -v rounds="$rounds" -v cold_file="$dir/cold" -v shape_rust="$dir/shape.rust" -v shape_js="$dir/shape.js" "$field_awk"'
 function ratio(a, b) { return b > 0 ? a / b : 0 }
 function verdict(ok) { return ok ? "PASS" : "MISS" }
 # The verdict of a goal on ROUTE, or "----" when this run left the route out (BENCH_ROUTES).
@@ -429,11 +433,7 @@ if [ -n "$perf" ]; then
   echo
   echo "Where workerd's CPU goes (perf record at 997 Hz on the loaded workerd, no inspector), us per request:"
   echo "the CPU per request of a route's slices, split as the samples of those slices fall"
-  awk -v route_list="${routes[*]}" -v workers="${served[*]}" '
-    function field(name,   i, kv) {
-      for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == name) return kv[2] }
-      return ""
-    }
+  awk -v route_list="${routes[*]}" -v workers="${served[*]}" "$field_awk"'
     FNR == NR {
       k = field("worker") SUBSEP field("route")
       cpu[k] += field("cpu_ms"); requests[k] += field("requests"); seconds[k] += field("seconds")
